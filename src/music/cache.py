@@ -1,0 +1,67 @@
+"""Artifacts (θ0, fine-tunes) stored under a key computed from exactly the config that determines them.
+
+An entry is one safetensors file `<name>-<key>.safetensors`, written to a temporary file and renamed, so a
+reader never sees half of it; a file lock per entry makes concurrent builders build it once.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, torch.Tensor]
+
+
+def cache_key(material: dict) -> str:
+    """A short stable hash of JSON-serialisable `material` (key order does not matter)."""
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def save_atomic(tensors: Tensors, path: Path, metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ArtifactCache:
+    def __init__(self, dir: str | Path, enabled: bool = True):
+        self.dir, self.enabled = Path(dir), enabled
+
+    def path(self, name: str, material: dict) -> Path:
+        return self.dir / f"{name}-{cache_key(material)}.safetensors"
+
+    def get_or_build(self, name: str, material: dict, build: Callable[[], Tensors]) -> Tensors:
+        """The stored tensors for (name, material), building and storing them first if absent or unreadable."""
+        if not self.enabled:
+            return build()
+        path = self.path(name, material)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            if path.exists():
+                try:
+                    tensors = load_file(path)
+                    log.info("cache hit: %s (%s)", name, path)
+                    return tensors
+                except (SafetensorError, OSError, ValueError) as e:
+                    log.warning("cache entry %s is unreadable (%s): rebuilding it", path, e)
+            log.info("cache miss: %s: building %s", name, path)
+            tensors = build()
+            save_atomic(tensors, path, metadata={"name": name, "material": json.dumps(material, sort_keys=True)})
+            return tensors

@@ -1,0 +1,130 @@
+"""What every strategy works with: the data, the cache, the loggers, and the few verbs they share
+(train a stage, get θ0 or a task's fine-tune from the cache, predict, turn predictions into metrics)."""
+
+import hashlib
+import logging
+from functools import cached_property
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from music.cache import ArtifactCache
+from music.data import MusicDataModule
+from music.evaluation import accuracy_metrics, confusion_matrix, predict
+from music.models import Classifier
+
+log = logging.getLogger(__name__)
+
+Predictions = dict[str, torch.Tensor]  # split ("val", "test") -> predicted class per image
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A seed per (run seed, stage): a stage trains the same whether or not earlier stages came from the cache."""
+    return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
+
+
+class Experiment:
+    def __init__(self, cfg: DictConfig, data: MusicDataModule, cache: ArtifactCache, loggers: list[Logger]):
+        self.cfg, self.data, self.cache, self.loggers = cfg, data, cache, loggers
+        self.tasks: list[list[int]] = [list(t) for t in cfg.tasks]
+        self.split = data.split
+        val = self.split.val
+        self.eval_sets = {
+            "val": (data.train_images[val], data.train_labels[val]),
+            "test": (data.test_images, data.test_labels),
+        }
+
+    # ---- cache keys: exactly the config that determines an artifact ----
+    def _container(self, node) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    def theta0_material(self) -> dict:
+        d = self.cfg.data
+        return {
+            "dataset": d.name,
+            "seed": self.cfg.seed,
+            "val_fraction": d.val_fraction,
+            "batch_size": d.batch_size,
+            "pretrain_split": self._container(d.pretrain),
+            "model": self._container(self.cfg.model),
+            "pretrain": self._container(self.cfg.pretrain),
+        }
+
+    def finetune_material(self, task: list[int]) -> dict:
+        return {"theta0": self.theta0_material(), "task": sorted(task), "finetune": self._container(self.cfg.finetune)}
+
+    # ---- networks ----
+    def new_net(self) -> nn.Module:
+        return instantiate(self.cfg.model)
+
+    def load_net(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        net = self.new_net()
+        net.load_state_dict(state)
+        return net
+
+    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig) -> nn.Module:
+        """Train `net` in place on the training images at `train_idx`, validating on all held-out data."""
+        seed = stage_seed(self.cfg.seed, stage)
+        L.seed_everything(seed, verbose=False)
+        module = Classifier(
+            net,
+            optimizer=instantiate(hparams.optimizer),
+            scheduler=instantiate(hparams.scheduler) if hparams.get("scheduler") else None,
+            tasks=self.tasks,
+            stage=stage,
+        )
+        trainer = instantiate(self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False)
+        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs)
+        trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
+        return net.cpu()
+
+    @cached_property
+    def _theta0(self) -> dict[str, torch.Tensor]:
+
+        def build():
+            L.seed_everything(stage_seed(self.cfg.seed, "pretrain/init"), verbose=False)
+            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain)
+            return net.state_dict()
+
+        return self.cache.get_or_build("theta0", self.theta0_material(), build)
+
+    def theta0(self) -> dict[str, torch.Tensor]:
+        """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
+        return self._theta0
+
+    def finetuned(self, i: int) -> dict[str, torch.Tensor]:
+        """θ_i: θ0 fine-tuned on task i alone (cached; independent of the other tasks)."""
+        task = self.tasks[i]
+
+        def build():
+            net = self.load_net(self.theta0())
+            stage = "individual/task_" + "_".join(map(str, task))
+            return self.fit(net, self.split.task_train(i), stage, self.cfg.finetune).state_dict()
+
+        return self.cache.get_or_build("finetune", self.finetune_material(task), build)
+
+    # ---- evaluation: one batched pass per split over resident tensors ----
+    def predictions(self, net: nn.Module) -> Predictions:
+        batch = self.cfg.data.eval_batch_size
+        return {split: predict(net, images, batch) for split, (images, _) in self.eval_sets.items()}
+
+    def metrics(self, preds: Predictions) -> dict[str, float | None]:
+        out = {}
+        for split, (_, labels) in self.eval_sets.items():
+            confusion = confusion_matrix(preds[split], labels)
+            out |= {f"{split}/{k}": v for k, v in accuracy_metrics(confusion, self.tasks).items()}
+        return out
+
+    def evaluate(self, net: nn.Module) -> dict[str, float | None]:
+        return self.metrics(self.predictions(net))
+
+    # ---- tracking ----
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):
+                logger.log_table(key=key, columns=columns, data=rows)

@@ -1,0 +1,69 @@
+"""The LightningModule: a network from config, optimizer/scheduler partials, accuracy overall, per class and per task."""
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from music.evaluation.metrics import accuracy_metrics
+
+
+class Classifier(L.LightningModule):
+    """Trains `net` with cross-entropy; logs `<stage>/train/loss` and `<stage>/{val,test}/acc*` from a confusion matrix."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        tasks: list[list[int]] = (),
+        num_classes: int = 10,
+        stage: str = "train",
+    ):
+        super().__init__()
+        # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.tasks = [list(t) for t in tasks]
+        self.stage = stage
+        self.confusion = nn.ModuleDict({split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log(f"{self.stage}/train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, split: str, batch) -> None:
+        x, y = batch
+        self.confusion[split].update(self(x).argmax(dim=1), y)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        metrics = accuracy_metrics(self.confusion[split].compute(), self.tasks)
+        self.confusion[split].reset()
+        self.log_dict({f"{self.stage}/{split}/{k}": v for k, v in metrics.items() if v is not None})
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}

@@ -1,0 +1,58 @@
+"""One job: validate the config, load the data, run the strategy, write metrics.json, close the loggers."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from music.cache import ArtifactCache
+from music.config import validate
+from music.errors import MusicError
+from music.experiment import Experiment
+from music.strategies import STRATEGIES
+from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, write_metrics
+
+log = logging.getLogger(__name__)
+# One Trainer per stage: Lightning's banners ("GPU available", tips) would drown the run's own log.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
+    validate(cfg, STRATEGIES)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup()
+    keep_wandb_in(output_dir)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    failed = True
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
+        metrics = {"experiment": cfg.strategy, "seed": cfg.seed, "dataset": cfg.data.name}
+        metrics |= STRATEGIES[cfg.strategy](exp)
+        write_metrics(output_dir / "metrics.json", metrics)
+        for logger in loggers:
+            logger.log_metrics({f"final/{k}": v for k, v in scalars(metrics).items()})
+        log.info("%s: test/acc %.4f, val/acc %.4f -> %s", cfg.strategy, metrics["test/acc"], metrics["val/acc"], output_dir / "metrics.json")
+        failed = False
+    finally:
+        close_loggers(loggers, failed)
+    return metrics
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: returns `optimized_metric` for sweepers; user errors become one line and exit status 2."""
+    try:
+        metrics = run(cfg)
+    except MusicError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return metrics.get(cfg.optimized_metric)

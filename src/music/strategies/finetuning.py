@@ -1,0 +1,50 @@
+"""Strategies that train: θ0 itself, one fine-tune on the union of tasks, task after task, and one per task."""
+
+import torch
+
+from music.evaluation import backward_transfer, forgetting
+from music.experiment import Experiment
+
+
+def pretrain(exp: Experiment) -> dict:
+    """θ0 on the pretrain split."""
+    return exp.evaluate(exp.load_net(exp.theta0()))
+
+
+def merged(exp: Experiment) -> dict:
+    """θ0 fine-tuned once on the union of all tasks' training data."""
+    net = exp.fit(exp.load_net(exp.theta0()), exp.split.union_train, "merged", exp.cfg.finetune)
+    return exp.evaluate(net)
+
+
+def sequential(exp: Experiment) -> dict:
+    """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task."""
+    net = exp.load_net(exp.theta0())
+    n = len(exp.tasks)
+    matrix = []
+    for i in range(n):
+        exp.fit(net, exp.split.task_train(i), f"sequential/stage_{i}", exp.cfg.finetune)
+        metrics = exp.evaluate(net)
+        matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
+    exp.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
+    return metrics | {"acc_matrix": matrix, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}
+
+
+def individual(exp: Experiment) -> dict:
+    """One fine-tune per task (the task vectors' source), each judged on its own task's images.
+
+    Contract metrics route every image of a task's classes to that task's fine-tuned model and every other
+    image to θ0 (the usual "individual" upper bound of merging papers); `individual_acc_matrix[i][j]` is
+    θ_i's test accuracy on task j.
+    """
+    theta0 = exp.load_net(exp.theta0())
+    routed = exp.predictions(theta0)
+    matrix = []
+    for i, task in enumerate(exp.tasks):
+        preds = exp.predictions(exp.load_net(exp.finetuned(i)))
+        matrix.append([exp.metrics(preds)[f"test/acc_task_{j}"] for j in range(len(exp.tasks))])
+        for split, (_, labels) in exp.eval_sets.items():
+            mine = torch.isin(labels, torch.tensor(task))
+            routed[split][mine] = preds[split][mine]
+    exp.log_table("individual/acc_matrix", [f"task_{j}" for j in range(len(exp.tasks))], matrix)
+    return exp.metrics(routed) | {"individual_acc_matrix": matrix}

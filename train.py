@@ -1,0 +1,20 @@
+"""Entry point: `python train.py experiment=<name> [overrides]` (see configs/train.yaml)."""
+
+import warnings
+
+import hydra
+from omegaconf import DictConfig
+
+# Lightning triggers torch's LeafSpec deprecation warning on every fit; it is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    from music.run import main as run_job  # imported here so `--help` and config errors stay fast
+
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()
