@@ -28,6 +28,28 @@ def stage_seed(seed: int, stage: str) -> int:
     return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
 
 
+def _plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def theta0_material(cfg: DictConfig) -> dict:
+    """Exactly the settings that determine θ0 (its cache key)."""
+    return {
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        "val_fraction": cfg.data.val_fraction,
+        "batch_size": cfg.data.batch_size,
+        "pretrain_split": _plain(cfg.data.pretrain),
+        "model": _plain(cfg.model),
+        "pretrain": _plain(cfg.pretrain),
+    }
+
+
+def finetune_material(cfg: DictConfig, task: list[int]) -> dict:
+    """Exactly the settings that determine θ0 fine-tuned on `task` alone (its cache key)."""
+    return {"theta0": theta0_material(cfg), "task": sorted(task), "finetune": _plain(cfg.finetune)}
+
+
 class Experiment:
     def __init__(self, cfg: DictConfig, data: MusicDataModule, cache: ArtifactCache, loggers: list[Logger]):
         self.cfg, self.data, self.cache, self.loggers = cfg, data, cache, loggers
@@ -38,25 +60,6 @@ class Experiment:
             "val": (data.train_images[val], data.train_labels[val]),
             "test": (data.test_images, data.test_labels),
         }
-
-    # ---- cache keys: exactly the config that determines an artifact ----
-    def _container(self, node) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-    def theta0_material(self) -> dict:
-        d = self.cfg.data
-        return {
-            "dataset": d.name,
-            "seed": self.cfg.seed,
-            "val_fraction": d.val_fraction,
-            "batch_size": d.batch_size,
-            "pretrain_split": self._container(d.pretrain),
-            "model": self._container(self.cfg.model),
-            "pretrain": self._container(self.cfg.pretrain),
-        }
-
-    def finetune_material(self, task: list[int]) -> dict:
-        return {"theta0": self.theta0_material(), "task": sorted(task), "finetune": self._container(self.cfg.finetune)}
 
     # ---- networks ----
     def new_net(self) -> nn.Module:
@@ -91,7 +94,7 @@ class Experiment:
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain)
             return net.state_dict()
 
-        return self.cache.get_or_build("theta0", self.theta0_material(), build)
+        return self.cache.get_or_build("theta0", theta0_material(self.cfg), build)
 
     def theta0(self) -> dict[str, torch.Tensor]:
         """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
@@ -106,7 +109,7 @@ class Experiment:
             stage = "individual/task_" + "_".join(map(str, task))
             return self.fit(net, self.split.task_train(i), stage, self.cfg.finetune).state_dict()
 
-        return self.cache.get_or_build("finetune", self.finetune_material(task), build)
+        return self.cache.get_or_build("finetune", finetune_material(self.cfg, task), build)
 
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:

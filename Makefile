@@ -1,0 +1,38 @@
+# music: `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+ARGS ?= experiment=sequential data=fashion_mnist data.data_dir=$(FASHION_MNIST)
+
+.PHONY: help install data test test-all train bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+install: data  ## virtual env in .venv with torch 2.14.1, the project (editable) and its dev extras
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+
+data:  ## real Fashion-MNIST from Debian's dataset-fashion-mnist (for the real-data tests; needs root)
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install -y dataset-fashion-mnist' (or set FASHION_MNIST_DIR for the tests)"; fi
+
+test:  ## the default test tier (unit, integration, real data; a few minutes on 2 cores)
+	$(PY) -m pytest -m "not slow"
+
+test-all:  ## every test, slow ones included
+	$(PY) -m pytest
+
+train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
+	$(PY) train.py $(ARGS)
+
+bench:  ## benchmarks: JSON figures under logs/bench/ (Trainer epoch vs a plain PyTorch loop)
+	$(PY) benchmarks/epoch.py --data-dir $(FASHION_MNIST) --out logs/bench/epoch.json
+
+clean:  ## remove run outputs, the artifact cache and Python caches (keeps downloaded data)
+	find logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,69 @@
+"""Bad input: one clear line naming the setting and what is allowed, exit status 2, nothing written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from music.config import validate
+from music.errors import ConfigError
+from music.strategies import STRATEGIES
+
+from conftest import ROOT, make_cfg
+
+BAD = [
+    ("tasks=[[0],[12]]", "tasks[1]=[12]", "class ids are integers in 0..9"),
+    ("tasks=[[0],[-1]]", "tasks[1]=[-1]", "class ids are integers in 0..9"),
+    ("tasks=[[0],[]]", "tasks[1]=[]", "non-empty list of classes"),
+    ("tasks=[]", "tasks=[]", "non-empty list of tasks"),
+    ("tasks=[[1,2],[2,1]]", "tasks[1]=[2, 1]", "each task once"),
+    ("tasks=[[3,3]]", "tasks[0]=[3, 3]", "each class at most once"),
+    ("merge.lambdas=[]", "merge.lambdas=[]", "non-empty list of finite numbers"),
+    ("merge.lambdas=[0.1,nan]", "merge.lambdas=[0.1, nan]", "finite numbers"),
+    ("data.pretrain.fraction=1.5", "data.pretrain.fraction=1.5", "(0, 1]"),
+    ("data.pretrain.num_samples=100", "data.pretrain.num_samples=100", "exactly one of"),
+    ("data.pretrain.classes=[10]", "data.pretrain.classes=[10]", "0..9"),
+    ("data.val_fraction=0", "data.val_fraction=0", "(0, 1)"),
+    ("finetune.epochs=0", "finetune.epochs=0", "integer ≥ 1"),
+    ("pretrain.epochs=0", "pretrain.epochs=0", "integer ≥ 1"),
+    ("data.batch_size=0", "data.batch_size=0", "integer ≥ 1"),
+    ("strategy=magic", "strategy='magic'", "one of pretrain, merged"),
+    ("data.name=cifar", "data.name='cifar'", "one of mnist, fashion_mnist, kmnist"),
+]
+
+
+@pytest.mark.parametrize(("override", "setting", "allowed"), BAD)
+def test_bad_config_names_setting_and_what_is_allowed(tmp_path, override, setting, allowed):
+    cfg = make_cfg(tmp_path, tmp_path, override)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, STRATEGIES)
+    assert str(err.value).startswith(setting) and allowed in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_default_config_is_valid(tmp_path):
+    validate(make_cfg(tmp_path, tmp_path), STRATEGIES)
+
+
+def run_train(tmp_path, *overrides):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}", "logger=none", *overrides]
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["tasks=[[0],[11]]"], "error: tasks[1]=[11] is not allowed: class ids are integers in 0..9"),
+        (["merge.lambdas=[]"], "error: merge.lambdas=[] is not allowed"),
+        # no files and no download: the message says where to put them
+        (["data.download=false"], "Put the four IDX files"),
+    ],
+)
+def test_cli_exits_2_with_one_line_and_writes_no_cache(tmp_path, overrides, message):
+    result = run_train(tmp_path, f"data.data_dir={tmp_path / 'nodata'}", *overrides)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "logs" / "cache").exists()

@@ -1,0 +1,132 @@
+"""End to end on small MNIST IDX files the tests write (torchvision's real MNIST code path)."""
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+
+import pytest
+import torch
+
+from music.data import load_dataset
+from music.errors import DataError
+from music.experiment import Experiment
+from music.models import MLP, Classifier
+from music.run import run
+
+from conftest import CONFIGS, FAST, ROOT, make_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+CONTRACT = ["experiment", "seed", "dataset", "test/acc", "test/acc_seen", "test/acc_unseen", "val/acc"]
+PER_STRATEGY = {
+    "sequential": ["acc_matrix", "forgetting", "bwt"],
+    "task_arithmetic": ["lambda", "lambda_curve", "test/acc_oracle_lambda"],
+    "individual": ["individual_acc_matrix"],
+}
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_experiment(tmp_path, mnist_dir, cache, name, *overrides):
+    cfg = make_cfg(tmp_path, mnist_dir, f"experiment={name}", *FAST, *overrides, cache_dir=cache)
+    metrics = run(cfg)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    return metrics
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_keeps_the_metrics_contract(tmp_path, mnist_dir, shared_cache, name):
+    tasks = [[1], [2], [3]]
+    metrics = run_experiment(tmp_path, mnist_dir, shared_cache, name, "tasks=[[1],[2],[3]]")
+    for key in CONTRACT + PER_STRATEGY.get(name, []):
+        assert key in metrics, key
+    assert metrics["experiment"] == name and metrics["dataset"] == "mnist"
+    assert all(f"test/acc_class_{c}" in metrics for c in range(10))
+    assert all(f"test/acc_task_{i}" in metrics for i in range(len(tasks)))
+    # 20 test images per class: every accuracy is a multiple of 1/200 overall and of 1/20 per class
+    assert metrics["test/acc"] * 200 == pytest.approx(round(metrics["test/acc"] * 200))
+    assert metrics["test/acc_unseen"] is not None  # classes 0 and 4..9 are in no task
+    assert metrics["test/acc"] > 0.5  # the synthetic classes are easy: a broken pipeline would sit near 0.1
+
+
+def test_sequential_matrix_has_a_row_per_stage_ending_in_the_final_task_accuracies(tmp_path, mnist_dir, shared_cache):
+    metrics = run_experiment(tmp_path, mnist_dir, shared_cache, "sequential", "tasks=[[4,5],[6],[7,8,9]]")
+    matrix = metrics["acc_matrix"]
+    assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
+    assert matrix[-1] == [metrics[f"test/acc_task_{j}"] for j in range(3)]
+
+
+def test_lambda_is_picked_on_validation_and_oracle_is_the_best_test_point(tmp_path, mnist_dir, shared_cache):
+    metrics = run_experiment(tmp_path, mnist_dir, shared_cache, "task_arithmetic", "tasks=[[0,1],[2,3]]", "merge.lambdas=[0.0,0.3,1.0,2.0]")
+    curve = metrics["lambda_curve"]
+    assert [p["lambda"] for p in curve] == [0.0, 0.3, 1.0, 2.0]
+    best_val = max(p["val/acc"] for p in curve)
+    assert metrics["lambda"] == next(p["lambda"] for p in curve if p["val/acc"] == best_val)
+    assert metrics["test/acc"] == next(p["test/acc"] for p in curve if p["lambda"] == metrics["lambda"])
+    assert metrics["test/acc_oracle_lambda"] == max(p["test/acc"] for p in curve)
+
+
+def test_second_task_arithmetic_run_trains_nothing(tmp_path, mnist_dir, monkeypatch, caplog):
+    cache = tmp_path / "cache"
+    first = run_experiment(tmp_path / "a", mnist_dir, cache, "individual", "tasks=[[0,1],[2,3]]")
+    monkeypatch.setattr(Experiment, "fit", lambda *a, **k: pytest.fail("a cached artifact was trained again"))
+    with caplog.at_level("INFO", logger="music.cache"):
+        ta = run_experiment(tmp_path / "b", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")
+        again = run_experiment(tmp_path / "c", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")
+    assert caplog.text.count("cache hit: finetune") == 4 and "cache miss" not in caplog.text
+    assert ta == again and first["seed"] == ta["seed"]
+
+
+def test_checkpoints_reload_with_weights_only(tmp_path, mnist_dir):
+    cfg = make_cfg(tmp_path, mnist_dir, "experiment=pretrain", *FAST, "logger=csv", "trainer.enable_checkpointing=true")
+    run(cfg)
+    [ckpt] = list((tmp_path / "run").rglob("*.ckpt"))
+    payload = torch.load(ckpt, weights_only=True)
+    assert payload["hyper_parameters"]["tasks"] == [[c] for c in range(10)]
+    module = Classifier.load_from_checkpoint(ckpt, net=MLP(), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    assert torch.equal(module.net.head.weight, payload["state_dict"]["net.head.weight"])
+
+
+def test_missing_dataset_without_network_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.KMNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens there
+    with pytest.raises(DataError) as err:
+        load_dataset("kmnist", tmp_path / "data", download=True)
+    message = str(err.value)
+    assert "download failed" in message and str(tmp_path / "data" / "KMNIST" / "raw") in message
+
+
+def train_cli(tmp_path, *args, env=None):
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env or os.environ.copy())
+
+
+def test_multirun_over_every_experiment(tmp_path, mnist_dir):
+    result = train_cli(
+        tmp_path, "-m", "experiment=glob(*)", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none", "tasks=[[1],[2]]", *FAST,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sorted(json.loads(p.read_text())["experiment"] for p in (tmp_path / "logs").rglob("metrics.json"))
+    assert found == EXPERIMENTS
+
+
+def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home")}
+    run_dir = tmp_path / "run"
+    result = train_cli(
+        tmp_path, "experiment=sequential", "tasks=[[1],[2]]", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.run.dir={run_dir}", *FAST, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [offline_run] = list((run_dir / "wandb").glob("offline-run-*"))
+    assert list(offline_run.glob("run-*.wandb"))
+    assert not (tmp_path / "home").exists()  # nothing in ~/.config/wandb or ~/.cache/wandb
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["acc_matrix"]) == 2
+    assert (run_dir / "train.log").read_text().count("training sequential/stage_") == 2

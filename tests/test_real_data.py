@@ -1,0 +1,48 @@
+"""On real Fashion-MNIST (Debian's dataset-fashion-mnist): accuracy floors and the sequential accuracy matrix."""
+
+import json
+
+import pytest
+
+from music.run import run
+
+from conftest import make_cfg
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_fashion(tmp_path, fashion_dir, cache, *overrides):
+    cfg = make_cfg(tmp_path, fashion_dir, "data=fashion_mnist", *overrides, cache_dir=cache)
+    return run(cfg)
+
+
+def test_theta0_reaches_80_percent(tmp_path, fashion_dir, cache):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=pretrain")
+    assert metrics["test/acc"] >= 0.80
+    assert metrics["val/acc"] >= 0.80
+    # the 10k test images are all there: 1000 per class
+    assert all(metrics[f"test/acc_class_{c}"] * 1000 == pytest.approx(round(metrics[f"test/acc_class_{c}"] * 1000)) for c in range(10))
+
+
+def test_sequential_matrix_rows_are_stages_and_match_metrics_json(tmp_path, fashion_dir, cache):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=sequential", "tasks=[[1],[2],[3]]")
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    matrix = written["acc_matrix"]
+    assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
+    assert matrix[-1] == [written[f"test/acc_task_{j}"] for j in range(3)]
+    # right after learning a task, the model is good at it
+    assert all(matrix[i][i] >= 0.9 for i in range(3))
+    assert written["forgetting"] == pytest.approx(
+        sum(max(matrix[s][j] for s in range(2)) - matrix[2][j] for j in range(2)) / 2
+    )
+    assert metrics == written
+
+
+def test_task_arithmetic_picks_lambda_on_validation(tmp_path, fashion_dir, cache):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=task_arithmetic", "tasks=[[1],[2],[3]]")
+    curve = metrics["lambda_curve"]
+    assert metrics["lambda"] == max(curve, key=lambda p: (p["val/acc"], -p["lambda"]))["lambda"]
+    assert metrics["test/acc_oracle_lambda"] >= metrics["test/acc"] >= 0.75

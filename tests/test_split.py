@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from music.data.split import make_split, pretrain_counts
+
+LABELS = torch.arange(10).repeat_interleave(100)[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+PER_CLASS = [[c] for c in range(10)]
+
+
+def as_set(t: torch.Tensor) -> set[int]:
+    return set(t.tolist())
+
+
+@pytest.mark.parametrize("tasks", [PER_CLASS, [[0, 1], [2, 3], [4, 5]], [[7], [3, 9, 1]]])
+def test_each_task_holds_exactly_its_classes(tasks):
+    split = make_split(LABELS, tasks, seed=0, pretrain_classes=list(range(10)))
+    for i, task in enumerate(tasks):
+        assert as_set(LABELS[split.task_train(i)]) == set(task)
+        assert as_set(LABELS[split.task_val(i)]) == set(task)
+        # 100 per class: 50 pretrain, 50 in the task pool of which round(0.1 * 50) = 5 held out
+        assert len(split.task_train(i)) == 45 * len(task)
+        assert len(split.task_val(i)) == 5 * len(task)
+
+
+def test_train_val_pretrain_are_disjoint_and_validation_is_never_trained_on():
+    split = make_split(LABELS, [[0, 1], [2, 3]], seed=3, pretrain_classes=list(range(10)))
+    trained = as_set(split.pretrain_train) | as_set(split.union_train)
+    assert not trained & as_set(split.val)
+    assert not as_set(split.pretrain_train) & as_set(split.union_train)
+    parts = [split.pretrain_train, split.pretrain_val, split.union_train, split.task_val(0), split.task_val(1)]
+    assert sum(len(p) for p in parts) == len(as_set(torch.cat(parts)))  # no index twice
+
+
+def test_pretrain_split_as_configured():
+    by_fraction = make_split(LABELS, PER_CLASS, 0, pretrain_classes=[0, 1, 2], pretrain_fraction=0.3)
+    assert as_set(LABELS[by_fraction.pretrain_train]) == {0, 1, 2}
+    assert len(by_fraction.pretrain_train) + len(by_fraction.pretrain_val) == 3 * 30
+    # classes outside the pretrain split keep all their images for the tasks
+    assert len(by_fraction.task_train(5)) + len(by_fraction.task_val(5)) == 100
+
+    by_count = make_split(LABELS, PER_CLASS, 0, pretrain_classes=[4, 5, 6], pretrain_fraction=None, pretrain_num_samples=100)
+    assert len(by_count.pretrain_train) + len(by_count.pretrain_val) == 100
+    assert pretrain_counts({4: 100, 5: 100, 6: 100, 7: 100}, [4, 5, 6], None, 100) == {4: 34, 5: 33, 6: 33, 7: 0}
+
+
+def test_split_is_fixed_by_seed_and_a_task_does_not_depend_on_the_others():
+    a = make_split(LABELS, [[1], [2]], seed=7, pretrain_classes=list(range(10)))
+    b = make_split(LABELS, [[5, 6], [2], [1]], seed=7, pretrain_classes=list(range(10)))
+    c = make_split(LABELS, [[1], [2]], seed=8, pretrain_classes=list(range(10)))
+    assert torch.equal(a.task_train(0), b.task_train(2)) and torch.equal(a.task_val(1), b.task_val(1))
+    assert not torch.equal(a.task_train(0), c.task_train(0))
