@@ -1,0 +1,75 @@
+"""Where the images come from: a flat folder of IDX files, or torchvision's layout (downloaded if missing)."""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from music.data.idx import read_idx
+from music.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# dataset name -> torchvision class name (also its folder under data_dir: <data_dir>/<ClassName>/raw)
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+NUM_CLASSES = 10
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dim() != 3 or labels.dim() != 1:
+        raise DataError(f"{images_path}: expected N×H×W images and N labels, got {list(images.shape)} and {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
+    if len(labels) and int(labels.max()) >= NUM_CLASSES:
+        raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..{NUM_CLASSES - 1}")
+    return images, labels.long()
+
+
+def _read_folder(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """Both splits from a folder holding the four IDX files (plain or .gz), or None if any is missing."""
+    found = {split: [_find(folder, name) for name in names] for split, names in IDX_FILES.items()}
+    if any(p is None for paths in found.values() for p in paths):
+        return None
+    return {split: _read_pair(*paths) for split, paths in found.items()}
+
+
+def _read_torchvision(name: str, data_dir: Path, download: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    import torchvision.datasets  # imported here: only this path needs it
+
+    cls = getattr(torchvision.datasets, DATASETS[name])
+    splits = {}
+    for split in IDX_FILES:
+        try:
+            ds = cls(root=str(data_dir), train=split == "train", download=download)
+        except (RuntimeError, OSError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(
+                f"data.name={name}: files not found in {data_dir} and "
+                + ("download failed" if download else "download is off (data.download=false)")
+                + f" ({first_line}). Put the four IDX files ({', '.join(n for pair in IDX_FILES.values() for n in pair)},"
+                f" plain or .gz) in {data_dir} or {data_dir / DATASETS[name] / 'raw'}, or set data.data_dir=<folder>"
+            ) from None
+        splits[split] = (ds.data, ds.targets.long())
+    return splits
+
+
+def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'train': (uint8 images N×28×28, int64 labels), 'test': (...)} of one of DATASETS."""
+    if name not in DATASETS:
+        raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
+    data_dir = Path(data_dir)
+    splits = _read_folder(data_dir) or _read_torchvision(name, data_dir, download)
+    log.info("%s: %d train / %d test images from %s", name, len(splits["train"][1]), len(splits["test"][1]), data_dir)
+    return splits

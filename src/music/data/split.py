@@ -1,0 +1,100 @@
+"""The seeded split of a training set into θ0's pretrain data and per-task data, each with a validation hold-out.
+
+Every class is split on its own, with a generator seeded by (seed, class): a task's data therefore depends
+only on its own classes, so reordering or adding tasks never changes (nor invalidates cached fine-tunes of)
+the others.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Indices into the training set for one class."""
+
+    pretrain_train: torch.Tensor
+    pretrain_val: torch.Tensor
+    task_train: torch.Tensor
+    task_val: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Split:
+    classes: dict[int, ClassSplit]
+    tasks: list[list[int]]
+    pretrain_classes: list[int]
+
+    def _gather(self, field: str, classes) -> torch.Tensor:
+        parts = [getattr(self.classes[c], field) for c in classes]
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+    @property
+    def pretrain_train(self) -> torch.Tensor:
+        return self._gather("pretrain_train", self.pretrain_classes)
+
+    @property
+    def pretrain_val(self) -> torch.Tensor:
+        return self._gather("pretrain_val", self.pretrain_classes)
+
+    def task_train(self, i: int) -> torch.Tensor:
+        return self._gather("task_train", self.tasks[i])
+
+    def task_val(self, i: int) -> torch.Tensor:
+        return self._gather("task_val", self.tasks[i])
+
+    @property
+    def task_classes(self) -> list[int]:
+        return sorted({c for task in self.tasks for c in task})
+
+    @property
+    def union_train(self) -> torch.Tensor:
+        """The training data of all tasks together (what `merged` fine-tunes on)."""
+        return self._gather("task_train", self.task_classes)
+
+    @property
+    def val(self) -> torch.Tensor:
+        """All held-out data (θ0's and every task's): what λ and other knobs are picked on."""
+        return torch.cat([self.pretrain_val, self._gather("task_val", self.task_classes)])
+
+
+def class_generator(seed: int, label: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + label)
+
+
+def pretrain_counts(class_sizes: dict[int, int], classes: list[int], fraction: float | None, num_samples: int | None) -> dict[int, int]:
+    """How many images of each class go to θ0: a fraction of every pretrain class, or num_samples spread evenly."""
+    if num_samples is not None:
+        base, extra = divmod(num_samples, len(classes))
+        wanted = {c: base + (i < extra) for i, c in enumerate(sorted(classes))}
+    else:
+        wanted = {c: int(fraction * class_sizes[c]) for c in classes}
+    return {c: min(wanted.get(c, 0), n) for c, n in class_sizes.items()}
+
+
+def make_split(
+    labels: torch.Tensor,
+    tasks: list[list[int]],
+    seed: int,
+    pretrain_classes: list[int],
+    pretrain_fraction: float | None = 0.5,
+    pretrain_num_samples: int | None = None,
+    val_fraction: float = 0.1,
+    num_classes: int = 10,
+) -> Split:
+    sizes = {c: int((labels == c).sum()) for c in range(num_classes)}
+    n_pretrain = pretrain_counts(sizes, pretrain_classes, pretrain_fraction, pretrain_num_samples)
+    per_class = {}
+    for c, n in sizes.items():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(n, generator=class_generator(seed, c))]
+        pretrain, pool = members[: n_pretrain[c]], members[n_pretrain[c] :]
+        n_pre_val, n_task_val = round(val_fraction * len(pretrain)), round(val_fraction * len(pool))
+        per_class[c] = ClassSplit(
+            pretrain_train=pretrain[n_pre_val:],
+            pretrain_val=pretrain[:n_pre_val],
+            task_train=pool[n_task_val:],
+            task_val=pool[:n_task_val],
+        )
+    return Split(classes=per_class, tasks=[list(t) for t in tasks], pretrain_classes=sorted(pretrain_classes))
