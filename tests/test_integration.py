@@ -130,3 +130,21 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["acc_matrix"]) == 2
     assert (run_dir / "train.log").read_text().count("training sequential/stage_") == 2
+
+
+def test_wandb_is_closed_when_a_job_fails(tmp_path, mnist_dir, monkeypatch):
+    import wandb
+
+    from music import strategies
+
+    def broken(exp):
+        raise RuntimeError("strategy crashed")
+
+    monkeypatch.setitem(strategies.STRATEGIES, "pretrain", broken)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = make_cfg(tmp_path, mnist_dir, "experiment=pretrain", "logger=wandb")
+    with pytest.raises(RuntimeError, match="strategy crashed"):
+        run(cfg)
+    assert wandb.run is None  # the next multirun job starts a fresh W&B run
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
