@@ -30,12 +30,21 @@ BAD = [
     ("data.batch_size=0", "data.batch_size=0", "integer ≥ 1"),
     ("strategy=magic", "strategy='magic'", "one of pretrain, merged"),
     ("data.name=cifar", "data.name='cifar'", "one of mnist, fashion_mnist, kmnist"),
+    ("experiment=ties merge.keep_fraction=[0.2,1.5]", "merge.keep_fraction=[0.2, 1.5]", "numbers in [0.0, 1.0]"),
+    ("experiment=ties merge.keep_fraction=[0.0]", "merge.keep_fraction=[0.0]", "(0, 1]"),
+    ("experiment=dare merge.p=[1.0]", "merge.p=[1.0]", "numbers in [0.0, 1.0)"),
+    ("experiment=dare merge.base=average", "merge.base='average'", "one of task_arithmetic, ties"),
+    ("experiment=regmean merge.alpha=[]", "merge.alpha=[]", "non-empty list"),
+    ("experiment=task_arithmetic merge.method=soup", "merge.method='soup'", "one of average, task_arithmetic"),
+    ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "integer ≥ 1"),
+    ("experiment=negation negation.target=[]", "negation.target=[]", "non-empty list of classes"),
+    ("experiment=negation negation.control_floor=2", "negation.control_floor=2", "(0, 1]"),
 ]
 
 
 @pytest.mark.parametrize(("override", "setting", "allowed"), BAD)
 def test_bad_config_names_setting_and_what_is_allowed(tmp_path, override, setting, allowed):
-    cfg = make_cfg(tmp_path, tmp_path, override)
+    cfg = make_cfg(tmp_path, tmp_path, *override.split())
     with pytest.raises(ConfigError) as err:
         validate(cfg, STRATEGIES)
     assert str(err.value).startswith(setting) and allowed in str(err.value)

@@ -46,3 +46,29 @@ def test_task_arithmetic_picks_lambda_on_validation(tmp_path, fashion_dir, cache
     curve = metrics["lambda_curve"]
     assert metrics["lambda"] == max(curve, key=lambda p: (p["val/acc"], -p["lambda"]))["lambda"]
     assert metrics["test/acc_oracle_lambda"] >= metrics["test/acc"] >= 0.75
+
+
+def test_negation_forgets_one_class_and_keeps_the_others(tmp_path, fashion_dir, cache):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=negation", "negation.target=[1]")
+    assert metrics["test/target_acc_before"] >= 0.9  # trousers: θ0 knows them
+    assert metrics["test/target_acc"] < 0.20
+    assert metrics["test/control_acc"] >= 0.95 * metrics["test/control_acc_before"]
+    assert metrics["val/control_acc"] >= metrics["val/control_acc_floor"]
+    assert metrics["test/acc_class_1"] == metrics["test/target_acc"]
+
+
+@pytest.mark.parametrize(("name", "knobs"), [
+    ("average", []), ("task_arithmetic", []), ("ties", ["keep_fraction"]), ("dare", ["p"]),
+    ("fisher", []), ("regmean", ["alpha"]), ("tangent", []),
+])
+def test_every_merge_reports_its_picked_knobs_and_diagnostics(tmp_path, fashion_dir, cache, name, knobs):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, f"experiment={name}", "tasks=[[0,1],[2,3],[4,5]]")
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written == metrics
+    for key in ["test/acc", "val/acc", "test/acc_seen", "test/acc_unseen", "lambda", "lambda_curve", "test/acc_oracle_lambda", *knobs]:
+        assert key in written, key
+    assert len(written["diagnostics/cosine"]) == 3 and written["diagnostics/cosine"][1][1] == pytest.approx(1.0, abs=1e-4)
+    assert all(n > 0 for n in written["diagnostics/norms"])
+    assert written["test/acc"] >= 0.6  # three class-pair fine-tunes merged: far above chance
+    picked = next(p for p in written["lambda_curve"] if p["val/acc"] == max(q["val/acc"] for q in written["lambda_curve"]))
+    assert all(written[k] == picked[k] for k in [*knobs, "lambda"])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from music.merging import TaskVector, task_arithmetic
+from music.merging import TaskVector, kernels, stack
 
 THETA0 = {"w": torch.tensor([1.0, 2.0, 3.0]), "head.b": torch.tensor([0.5])}
 THETA_A = {"w": torch.tensor([2.0, 2.0, 1.0]), "head.b": torch.tensor([1.5])}
@@ -16,7 +16,7 @@ def test_task_vectors_and_their_arithmetic_match_hand_computed_values():
     assert torch.equal((-tau_b).deltas["w"], torch.tensor([0.0, -2.0, 0.0]))
     assert torch.equal(sum([tau_a, tau_b]).deltas["head.b"], torch.tensor([0.5]))
     # θ0 + 0.5·(τ_a + τ_b) = [1.5, 3.0, 2.0] and 0.5 + 0.5·(1.0 − 0.5) = 0.75
-    merged = task_arithmetic([tau_a, tau_b], 0.5).apply_to(THETA0)
+    merged = tau_a.unflatten(kernels.task_arithmetic(stack([tau_a, tau_b]))).apply_to(THETA0, 0.5)
     assert torch.equal(merged["w"], torch.tensor([1.5, 3.0, 2.0]))
     assert torch.equal(merged["head.b"], torch.tensor([0.75]))
     # λ = 1 with one vector gives back the fine-tuned model; negation moves the other way

@@ -39,6 +39,31 @@ def _check_positive_int(setting: str, value) -> None:
         raise ConfigError(setting, value, "an integer ≥ 1")
 
 
+def _check_grid(setting: str, values, low: float, high: float, closed_high: bool) -> None:
+    interval = f"[{low}, {high}]" if closed_high else f"[{low}, {high})"
+    allowed = f"a non-empty list of numbers in {interval}"
+    if not isinstance(values, (list, ListConfig)) or not values:
+        raise ConfigError(setting, _plain(values), allowed)
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= high if closed_high else low <= v < high):
+            raise ConfigError(setting, _plain(values), allowed)
+
+
+def _check_merge(merge: DictConfig) -> None:
+    from music.strategies.merging import DARE_BASES, KNOBS, knob_names
+
+    if merge.method not in KNOBS:
+        raise ConfigError("merge.method", merge.method, f"one of {', '.join(KNOBS)}")
+    if merge.method == "dare" and merge.get("base") not in DARE_BASES:
+        raise ConfigError("merge.base", merge.get("base"), f"one of {', '.join(DARE_BASES)} (what DARE's dropped vectors are merged with)")
+    ranges = {"keep_fraction": (0.0, 1.0, True), "p": (0.0, 1.0, False), "alpha": (0.0, 1.0, True)}
+    for name in knob_names(merge):
+        _check_grid(f"merge.{name}", merge.get(name), *ranges[name])
+    if 0.0 in _plain(merge.get("keep_fraction") or []):
+        raise ConfigError("merge.keep_fraction", _plain(merge.keep_fraction), "a non-empty list of numbers in (0, 1]")
+    _check_positive_int("merge.num_samples", merge.num_samples)
+
+
 def validate(cfg: DictConfig, strategies) -> None:
     """Raise ConfigError on the first invalid setting."""
     if cfg.strategy not in strategies:
@@ -67,6 +92,11 @@ def validate(cfg: DictConfig, strategies) -> None:
     _check_positive_int("data.eval_batch_size", cfg.data.eval_batch_size)
     for stage in ("pretrain", "finetune"):
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
+    if cfg.strategy == "merge":
+        _check_merge(cfg.merge)
+    if cfg.strategy == "negation":
+        _check_classes("negation.target", cfg.negation.target)
+        _check_fraction("negation.control_floor", cfg.negation.control_floor, closed_right=True)
     lambdas = cfg.merge.lambdas
     if not isinstance(lambdas, (list, ListConfig)) or not lambdas:
         raise ConfigError("merge.lambdas", _plain(lambdas), "a non-empty list of finite numbers")

@@ -3,6 +3,7 @@
 
 import hashlib
 import logging
+import time
 from functools import cached_property
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 from music.cache import ArtifactCache
 from music.data import MusicDataModule
 from music.evaluation import accuracy_metrics, confusion_matrix, predict
-from music.models import Classifier
+from music.models import Classifier, LinearizedNet, plain_state
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class Experiment:
         self.cfg, self.data, self.cache, self.loggers = cfg, data, cache, loggers
         self.tasks: list[list[int]] = [list(t) for t in cfg.tasks]
         self.split = data.split
+        self._finetuned: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
+        # wall times in seconds, kept out of metrics.json (which must be identical across same-seed runs)
+        self.timings: dict[str, float] = {}
         val = self.split.val
         self.eval_sets = {
             "val": (data.train_images[val], data.train_labels[val]),
@@ -70,6 +74,15 @@ class Experiment:
         net.load_state_dict(state)
         return net
 
+    def model(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """A model with parameters θ = `state`: the network itself, or its linearization around θ0 when
+        `finetune.linearized` (tangent-space fine-tuning: fine-tunes and merges live in θ0's tangent space)."""
+        if not self.cfg.finetune.get("linearized", False):
+            return self.load_net(state)
+        model = LinearizedNet(self.load_net(self.theta0()))
+        model.net.load_state_dict(state)
+        return model
+
     def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig) -> nn.Module:
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data."""
         seed = stage_seed(self.cfg.seed, stage)
@@ -83,7 +96,9 @@ class Experiment:
         )
         trainer = instantiate(self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False)
         log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs)
+        start = time.perf_counter()
         trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
+        self.timings[f"fit/{stage}"] = time.perf_counter() - start
         return net.cpu()
 
     @cached_property
@@ -100,27 +115,30 @@ class Experiment:
         """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
         return self._theta0
 
-    def finetuned(self, i: int) -> dict[str, torch.Tensor]:
-        """θ_i: θ0 fine-tuned on task i alone (cached; independent of the other tasks)."""
-        task = self.tasks[i]
+    def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
+        """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
+        the other tasks)."""
+        key = tuple(sorted(task))
+        if key not in self._finetuned:
 
-        def build():
-            net = self.load_net(self.theta0())
-            stage = "individual/task_" + "_".join(map(str, task))
-            return self.fit(net, self.split.task_train(i), stage, self.cfg.finetune).state_dict()
+            def build():
+                stage = "individual/task_" + "_".join(map(str, task))
+                return plain_state(self.fit(self.model(self.theta0()), self.split.train_of(task), stage, self.cfg.finetune))
 
-        return self.cache.get_or_build("finetune", finetune_material(self.cfg, task), build)
+            self._finetuned[key] = self.cache.get_or_build("finetune", finetune_material(self.cfg, task), build)
+        return self._finetuned[key]
 
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:
         batch = self.cfg.data.eval_batch_size
         return {split: predict(net, images, batch) for split, (images, _) in self.eval_sets.items()}
 
-    def metrics(self, preds: Predictions) -> dict[str, float | None]:
+    def metrics(self, preds: Predictions, tasks: list[list[int]] | None = None) -> dict[str, float | None]:
+        """`<split>/acc…` figures of predictions, per task of `tasks` (default: the configured tasks)."""
         out = {}
         for split, (_, labels) in self.eval_sets.items():
             confusion = confusion_matrix(preds[split], labels)
-            out |= {f"{split}/{k}": v for k, v in accuracy_metrics(confusion, self.tasks).items()}
+            out |= {f"{split}/{k}": v for k, v in accuracy_metrics(confusion, tasks or self.tasks).items()}
         return out
 
     def evaluate(self, net: nn.Module) -> dict[str, float | None]:

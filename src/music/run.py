@@ -34,12 +34,13 @@ def run(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.strategy, "seed": cfg.seed, "dataset": cfg.data.name}
+        metrics = {"experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.data.name}
         metrics |= STRATEGIES[cfg.strategy](exp)
         write_metrics(output_dir / "metrics.json", metrics)
+        write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
         for logger in loggers:
-            logger.log_metrics({f"final/{k}": v for k, v in scalars(metrics).items()})
-        log.info("%s: test/acc %.4f, val/acc %.4f -> %s", cfg.strategy, metrics["test/acc"], metrics["val/acc"], output_dir / "metrics.json")
+            logger.log_metrics({f"final/{k}": v for k, v in scalars(metrics).items()} | {f"time/{k}_s": v for k, v in exp.timings.items()})
+        log.info("%s: test/acc %.4f, val/acc %.4f -> %s", cfg.experiment_name, metrics["test/acc"], metrics["val/acc"], output_dir / "metrics.json")
         failed = False
     finally:
         close_loggers(loggers, failed)

@@ -38,8 +38,12 @@ class Split:
     def pretrain_val(self) -> torch.Tensor:
         return self._gather("pretrain_val", self.pretrain_classes)
 
+    def train_of(self, classes: list[int]) -> torch.Tensor:
+        """Task training data of these classes (whether or not they form a configured task)."""
+        return self._gather("task_train", classes)
+
     def task_train(self, i: int) -> torch.Tensor:
-        return self._gather("task_train", self.tasks[i])
+        return self.train_of(self.tasks[i])
 
     def task_val(self, i: int) -> torch.Tensor:
         return self._gather("task_val", self.tasks[i])

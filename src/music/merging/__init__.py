@@ -1,4 +1,4 @@
-from music.merging.kernels import task_arithmetic
-from music.merging.task_vector import TaskVector
+from music.merging import kernels
+from music.merging.task_vector import TaskVector, stack
 
-__all__ = ["TaskVector", "task_arithmetic"]
+__all__ = ["TaskVector", "kernels", "stack"]

@@ -48,9 +48,31 @@ class TaskVector:
 
     __rmul__ = __mul__
 
+    def flatten(self) -> Tensor:
+        """All deltas as one 1-D tensor, in this vector's parameter order."""
+        return torch.cat([v.reshape(-1) for v in self.deltas.values()])
+
+    def unflatten(self, flat: Tensor) -> "TaskVector":
+        """A task vector with this one's names and shapes, filled from a 1-D tensor (the inverse of flatten)."""
+        sizes = [v.numel() for v in self.deltas.values()]
+        if flat.dim() != 1 or flat.numel() != sum(sizes):
+            raise ValueError(f"unflatten: expected a 1-D tensor of {sum(sizes)} values, got shape {list(flat.shape)}")
+        return TaskVector({k: part.view_as(v) for (k, v), part in zip(self.deltas.items(), flat.split(sizes))})
+
+    def norm(self) -> float:
+        return float(self.flatten().norm())
+
     def apply_to(self, pretrained: StateDict, scale: float = 1.0) -> dict[str, Tensor]:
         """θ0 + scale·τ; entries of θ0 that τ does not cover (an excluded head, buffers) are copied unchanged."""
         unknown = sorted(set(self.deltas) - set(pretrained))
         if unknown:
             raise KeyError(f"apply_to: task vector has parameters the model lacks: {unknown}")
         return {k: v + scale * self.deltas[k] if k in self.deltas else v.clone() for k, v in pretrained.items()}
+
+
+def stack(vectors: list[TaskVector]) -> Tensor:
+    """T task vectors with the same parameters as a T×P tensor (rows in the first vector's parameter order)."""
+    names = list(vectors[0].deltas)
+    for v in vectors[1:]:
+        _check_keys(names, v.deltas, "stack")
+    return torch.stack([torch.cat([v.deltas[k].reshape(-1) for k in names]) for v in vectors])

@@ -13,13 +13,13 @@ def pretrain(exp: Experiment) -> dict:
 
 def merged(exp: Experiment) -> dict:
     """θ0 fine-tuned once on the union of all tasks' training data."""
-    net = exp.fit(exp.load_net(exp.theta0()), exp.split.union_train, "merged", exp.cfg.finetune)
+    net = exp.fit(exp.model(exp.theta0()), exp.split.union_train, "merged", exp.cfg.finetune)
     return exp.evaluate(net)
 
 
 def sequential(exp: Experiment) -> dict:
     """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task."""
-    net = exp.load_net(exp.theta0())
+    net = exp.model(exp.theta0())
     n = len(exp.tasks)
     matrix = []
     for i in range(n):
@@ -41,7 +41,7 @@ def individual(exp: Experiment) -> dict:
     routed = exp.predictions(theta0)
     matrix = []
     for i, task in enumerate(exp.tasks):
-        preds = exp.predictions(exp.load_net(exp.finetuned(i)))
+        preds = exp.predictions(exp.model(exp.finetuned(task)))
         matrix.append([exp.metrics(preds)[f"test/acc_task_{j}"] for j in range(len(exp.tasks))])
         for split, (_, labels) in exp.eval_sets.items():
             mine = torch.isin(labels, torch.tensor(task))

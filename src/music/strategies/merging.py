@@ -1,29 +1,156 @@
-"""Strategies that merge task vectors τ_i = θ_i − θ0, with their knob picked on validation data only."""
+"""Strategies over task vectors τ_i = θ_i − θ0: merge them (any method of `merge.method`) or negate one.
 
+Every knob (λ and the method's own: keep_fraction, p, alpha) is picked on validation data over its grid;
+the test set is only reported (the whole curve, and the oracle point for contrast).
+"""
+
+import itertools
 import logging
+import time
 
-from music.experiment import Experiment
-from music.merging import TaskVector, task_arithmetic as task_arithmetic_kernel
+import torch
+
+from music.experiment import Experiment, stage_seed
+from music.merging import TaskVector, kernels, stack
+from music.merging.statistics import diagonal_fisher, linear_input_grams
 
 log = logging.getLogger(__name__)
 
+# the knobs each method searches besides λ (DARE adds its base method's)
+KNOBS = {"average": [], "task_arithmetic": [], "ties": ["keep_fraction"], "dare": ["p"], "fisher": [], "regmean": ["alpha"]}
+DARE_BASES = ("task_arithmetic", "ties")
+HEAD = "head."
 
-def task_vectors(exp: Experiment) -> tuple[dict, list[TaskVector]]:
+
+def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = True) -> tuple[dict, list[TaskVector]]:
     theta0 = exp.theta0()
-    return theta0, [TaskVector.between(theta0, exp.finetuned(i)) for i in range(len(exp.tasks))]
+    exclude = () if include_head else (HEAD,)
+    return theta0, [TaskVector.between(theta0, exp.finetuned(task), exclude=exclude) for task in tasks]
 
 
-def task_arithmetic(exp: Experiment) -> dict:
-    """θ0 + λ·Σ τ_i over the λ grid; λ is the grid point with the best validation accuracy (smallest on ties)."""
-    theta0, vectors = task_vectors(exp)
+def knob_names(merge_cfg) -> list[str]:
+    names = list(KNOBS[merge_cfg.method])
+    if merge_cfg.method == "dare":
+        names += KNOBS[merge_cfg.base]
+    return names
+
+
+def diagnostics(tau: torch.Tensor) -> dict:
+    """How the task vectors relate: pairwise cosine similarity and norms (interference shows up here)."""
+    return {
+        "diagnostics/cosine": kernels.cosine_similarity_matrix(tau).tolist(),
+        "diagnostics/norms": tau.norm(dim=1).tolist(),
+        "diagnostics/sign_conflict_fraction": kernels.sign_conflict_fraction(tau),
+    }
+
+
+class Merger:
+    """Turns task vectors and knob values into a merged direction τ_merged (θ = θ0 + λ·τ_merged)."""
+
+    def __init__(self, exp: Experiment, vectors: list[TaskVector], method: str, base: str | None = None):
+        self.exp, self.vectors, self.method, self.base = exp, vectors, method, base
+        self.tau = stack(vectors)
+        self.template = vectors[0]
+        self.stats = self._statistics()
+
+    def _samples(self, task: list[int]) -> torch.Tensor:
+        """The first `merge.num_samples` training images of a task (statistics need no labels)."""
+        idx = self.exp.split.train_of(task)[: self.exp.cfg.merge.num_samples]
+        return self.exp.data.train_images[idx]
+
+    def _statistics(self):
+        tasks, exp = self.exp.tasks, self.exp
+        if self.method == "fisher":
+            names = list(self.template.deltas)
+            generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "fisher"))
+            return torch.stack([diagonal_fisher(exp.load_net(exp.finetuned(t)), self._samples(t), names, generator) for t in tasks])
+        if self.method == "regmean":
+            return [linear_input_grams(exp.load_net(exp.finetuned(t)), self._samples(t)) for t in tasks]
+        return None
+
+    def direction(self, knobs: dict) -> TaskVector:
+        method, tau = self.method, self.tau
+        if method == "dare":
+            generator = torch.Generator().manual_seed(stage_seed(self.exp.cfg.seed, f"dare/p={knobs['p']}"))
+            method, tau = self.base, kernels.dare(tau, knobs["p"], generator)
+        if method == "regmean":
+            return kernels.regmean(self.vectors, self.stats, knobs["alpha"])
+        flat = {
+            "task_arithmetic": lambda: kernels.task_arithmetic(tau),
+            "average": lambda: kernels.average(tau),
+            "ties": lambda: kernels.ties(tau, knobs["keep_fraction"]),
+            "fisher": lambda: kernels.fisher_weighted(tau, self.stats),
+        }[method]()
+        return self.template.unflatten(flat)
+
+
+def merge(exp: Experiment) -> dict:
+    """θ0 + λ·merge(τ_1..τ_T) with `merge.method`; every knob combination × λ is evaluated on validation."""
+    cfg = exp.cfg.merge
+    theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head)
+    start = time.perf_counter()
+    merger = Merger(exp, vectors, cfg.method, cfg.get("base"))
+    statistics_s = time.perf_counter() - start
+    names = knob_names(cfg)
     curve, best = [], None
-    for lam in exp.cfg.merge.lambdas:
-        metrics = exp.evaluate(exp.load_net(task_arithmetic_kernel(vectors, float(lam)).apply_to(theta0)))
-        curve.append({"lambda": float(lam), "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]})
-        if best is None or metrics["val/acc"] > best[1]["val/acc"]:
-            best = (float(lam), metrics)
-    lam, metrics = best
-    log.info("task_arithmetic: λ=%g picked on validation (val/acc %.4f, test/acc %.4f)", lam, metrics["val/acc"], metrics["test/acc"])
-    exp.log_table("task_arithmetic/lambda_curve", ["lambda", "val/acc", "test/acc"], [list(p.values()) for p in curve])
-    oracle = max(p["test/acc"] for p in curve)
-    return metrics | {"lambda": lam, "lambda_curve": curve, "test/acc_oracle_lambda": oracle}
+    for values in itertools.product(*(cfg[name] for name in names)):
+        knobs = {name: float(v) for name, v in zip(names, values)}
+        direction = merger.direction(knobs)
+        for lam in cfg.lambdas:
+            metrics = exp.evaluate(exp.model(direction.apply_to(theta0, float(lam))))
+            point = knobs | {"lambda": float(lam), "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]}
+            curve.append(point)
+            if best is None or point["val/acc"] > best[0]["val/acc"]:
+                best = (point, metrics)
+    exp.timings |= {"merge/statistics": statistics_s, "merge/search": time.perf_counter() - start - statistics_s}
+    point, metrics = best
+    picked = {name: point[name] for name in names}
+    log.info("%s: picked λ=%g %s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], picked, point["val/acc"], point["test/acc"])
+    exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
+    report = diagnostics(merger.tau)
+    if "keep_fraction" in picked:  # conflicts TIES resolves: among the coordinates it keeps
+        report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(merger.tau, picked["keep_fraction"]))
+    return metrics | picked | report | {
+        "merge_method": cfg.method,
+        "lambda": point["lambda"],
+        "lambda_curve": curve,
+        "test/acc_oracle_lambda": max(p["test/acc"] for p in curve),
+        "merge/points": len(curve),
+    }
+
+
+def negation(exp: Experiment) -> dict:
+    """θ0 − λ·τ_target: forget the target classes. λ minimises target accuracy on validation among the λ that
+    keep ≥ `negation.control_floor` of θ0's validation accuracy on every other class (λ = 0 always qualifies)."""
+    cfg = exp.cfg.negation
+    target = sorted(cfg.target)
+    control = [c for c in range(10) if c not in target]
+    groups = [target, control]
+    theta0, (tau,) = task_vectors(exp, [target])
+
+    def evaluate(lam: float) -> tuple[dict, dict]:
+        preds = exp.predictions(exp.model(tau.apply_to(theta0, -lam)))
+        scores = exp.metrics(preds, groups)
+        point = {"lambda": lam} | {f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"] for s in ("val", "test") for i, name in enumerate(("target", "control"))}
+        return point, exp.metrics(preds)
+
+    before, _ = evaluate(0.0)
+    floor = cfg.control_floor * before["val/control_acc"]
+    best, curve = None, []
+    for lam in sorted({0.0, *map(float, exp.cfg.merge.lambdas)}):
+        point, metrics = evaluate(lam)
+        curve.append(point)
+        if point["val/control_acc"] >= floor and (best is None or point["val/target_acc"] < best[0]["val/target_acc"]):
+            best = (point, metrics)
+    point, metrics = best
+    log.info("negation of %s: λ=%g, test target acc %.4f -> %.4f, control %.4f -> %.4f", target, point["lambda"],
+             before["test/target_acc"], point["test/target_acc"], before["test/control_acc"], point["test/control_acc"])
+    exp.log_table("negation/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
+    return metrics | {
+        "negation/target": target,
+        "lambda": point["lambda"],
+        "lambda_curve": curve,
+        "val/control_acc_floor": floor,
+        **{f"{k}_before": v for k, v in before.items() if k != "lambda"},
+        **{k: v for k, v in point.items() if k != "lambda"},
+    }
