@@ -40,7 +40,7 @@ def test_unreadable_entry_is_rebuilt_not_used(tmp_path, caplog):
     path.write_bytes(path.read_bytes()[:20])  # a partial file
     with caplog.at_level(logging.WARNING, logger="music.cache"):
         rebuilt = cache.get_or_build("finetune", {"k": 1}, build)
-    assert len(calls) == 2 and "unreadable" in caplog.text
+    assert len(calls) == 2 and "is corrupt (unreadable" in caplog.text
     assert torch.equal(rebuilt["w"], torch.full((3,), 2.0))
     assert torch.equal(cache.get_or_build("finetune", {"k": 1}, build)["w"], rebuilt["w"]) and len(calls) == 2
 

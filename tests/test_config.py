@@ -62,17 +62,22 @@ def run_train(tmp_path, *overrides):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "message", "status"),
     [
-        (["tasks=[[0],[11]]"], "error: tasks[1]=[11] is not allowed: class ids are integers in 0..9"),
-        (["merge.lambdas=[]"], "error: merge.lambdas=[] is not allowed"),
+        (["tasks=[[0],[11]]"], "error: tasks[1]=[11] is not allowed: class ids are integers in 0..9", 2),
+        (["merge.lambdas=[]"], "error: merge.lambdas=[] is not allowed", 2),
+        (["experiment=ties", "merge.keep_fraction=[2]"], "error: merge.keep_fraction=[2] is not allowed", 2),
+        (["pretrain.checkpoint=/no/such.ckpt"], "error: pretrain.checkpoint='/no/such.ckpt' is not allowed", 2),
         # no files and no download: the message says where to put them
-        (["data.download=false"], "Put the four IDX files"),
+        (["data.download=false"], "Put the four IDX files", 2),
+        # unknown experiment / dataset names are Hydra's to report: it lists the available ones
+        (["experiment=foo"], "Could not find 'experiment/foo'", 1),
+        (["data=cifar"], "Could not find 'data/cifar'", 1),
     ],
 )
-def test_cli_exits_2_with_one_line_and_writes_no_cache(tmp_path, overrides, message):
+def test_cli_exits_non_zero_with_one_message_and_writes_no_cache(tmp_path, overrides, message, status):
     result = run_train(tmp_path, f"data.data_dir={tmp_path / 'nodata'}", *overrides)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == status, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "logs" / "cache").exists()

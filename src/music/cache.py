@@ -1,7 +1,8 @@
 """Artifacts (θ0, fine-tunes) stored under a key computed from exactly the config that determines them.
 
 An entry is one safetensors file `<name>-<key>.safetensors`, written to a temporary file and renamed, so a
-reader never sees half of it; a file lock per entry makes concurrent builders build it once.
+reader never sees half of it; it carries a SHA-256 of its tensors, checked on every load, so a damaged entry
+is rebuilt instead of used; a file lock per entry makes concurrent builders build it once.
 """
 
 import hashlib
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,41 @@ def cache_key(material: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+class CorruptEntry(Exception):
+    pass
+
+
+def tensors_digest(tensors: Tensors) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def load_verified(path: Path) -> Tensors:
+    """The tensors of an entry, or CorruptEntry if the file is unreadable or fails its checksum."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            expected = (f.metadata() or {}).get("sha256")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CorruptEntry(f"unreadable: {e}") from None
+    if expected != tensors_digest(tensors):
+        raise CorruptEntry("checksum mismatch" if expected else "no checksum")
+    return tensors
+
+
 def save_atomic(tensors: Tensors, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write to a temporary file in the same folder, then rename: the entry is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(tensors, tmp, metadata=(metadata or {}) | {"sha256": tensors_digest(tensors)})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -56,11 +86,11 @@ class ArtifactCache:
         with FileLock(f"{path}.lock"):
             if path.exists():
                 try:
-                    tensors = load_file(path)
+                    tensors = load_verified(path)
                     log.info("cache hit: %s (%s)", name, path)
                     return tensors
-                except (SafetensorError, OSError, ValueError) as e:
-                    log.warning("cache entry %s is unreadable (%s): rebuilding it", path, e)
+                except CorruptEntry as e:
+                    log.warning("cache entry %s is corrupt (%s): rebuilding it", path, e)
             log.info("cache miss: %s: building %s", name, path)
             tensors = build()
             save_atomic(tensors, path, metadata={"name": name, "material": json.dumps(material, sort_keys=True)})

@@ -1,6 +1,7 @@
 """Config validation in one place, before any work: each problem is one line naming the setting and what is allowed."""
 
 import math
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
@@ -90,6 +91,9 @@ def validate(cfg: DictConfig, strategies) -> None:
     _check_fraction("data.val_fraction", cfg.data.val_fraction, closed_right=False)
     _check_positive_int("data.batch_size", cfg.data.batch_size)
     _check_positive_int("data.eval_batch_size", cfg.data.eval_batch_size)
+    checkpoint = cfg.pretrain.get("checkpoint")
+    if checkpoint is not None and not (isinstance(checkpoint, str) and Path(checkpoint).is_file()):
+        raise ConfigError("pretrain.checkpoint", checkpoint, "null (train θ0) or the path of an existing .safetensors or Lightning .ckpt file")
     for stage in ("pretrain", "finetune"):
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
     if cfg.strategy == "merge":

@@ -18,6 +18,7 @@ from music.cache import ArtifactCache
 from music.data import MusicDataModule
 from music.evaluation import accuracy_metrics, confusion_matrix, predict
 from music.models import Classifier, LinearizedNet, plain_state
+from music.models.checkpoint import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,15 @@ def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def theta0_material(cfg: DictConfig) -> dict:
-    """Exactly the settings that determine θ0 (its cache key)."""
+    """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained."""
+    if cfg.pretrain.get("checkpoint"):
+        return {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint), "model": _plain(cfg.model)}
     return {
         "dataset": cfg.data.name,
         "seed": cfg.seed,
@@ -103,6 +111,8 @@ class Experiment:
 
     @cached_property
     def _theta0(self) -> dict[str, torch.Tensor]:
+        if self.cfg.pretrain.get("checkpoint"):
+            return load_weights(self.cfg.pretrain.checkpoint, self.new_net())
 
         def build():
             L.seed_everything(stage_seed(self.cfg.seed, "pretrain/init"), verbose=False)

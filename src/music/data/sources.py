@@ -45,24 +45,26 @@ def _read_folder(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] |
     return {split: _read_pair(*paths) for split, paths in found.items()}
 
 
-def _read_torchvision(name: str, data_dir: Path, download: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _download(name: str, data_dir: Path, download: bool) -> Path:
+    """torchvision's own download into <data_dir>/<ClassName>/raw; returns that folder."""
     import torchvision.datasets  # imported here: only this path needs it
 
     cls = getattr(torchvision.datasets, DATASETS[name])
-    splits = {}
-    for split in IDX_FILES:
+    raw = data_dir / DATASETS[name] / "raw"
+    if not download:
+        reason = "download is off (data.download=false)"
+    else:
         try:
-            ds = cls(root=str(data_dir), train=split == "train", download=download)
+            for train in (True, False):
+                cls(root=str(data_dir), train=train, download=True)
+            return raw
         except (RuntimeError, OSError) as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(
-                f"data.name={name}: files not found in {data_dir} and "
-                + ("download failed" if download else "download is off (data.download=false)")
-                + f" ({first_line}). Put the four IDX files ({', '.join(n for pair in IDX_FILES.values() for n in pair)},"
-                f" plain or .gz) in {data_dir} or {data_dir / DATASETS[name] / 'raw'}, or set data.data_dir=<folder>"
-            ) from None
-        splits[split] = (ds.data, ds.targets.long())
-    return splits
+            reason = f"download failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+    files = ", ".join(n for pair in IDX_FILES.values() for n in pair)
+    raise DataError(
+        f"data.name={name}: no dataset files in {data_dir} and {reason}. Put the four IDX files ({files}; plain or"
+        f" .gz) in {data_dir} or {raw}, or point data.data_dir at the folder that holds them"
+    )
 
 
 def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -70,6 +72,10 @@ def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> dict
     if name not in DATASETS:
         raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
     data_dir = Path(data_dir)
-    splits = _read_folder(data_dir) or _read_torchvision(name, data_dir, download)
+    # one reader for every layout: a flat folder, torchvision's <ClassName>/raw, or what a download put there
+    raw = data_dir / DATASETS[name] / "raw"
+    splits = _read_folder(data_dir) or _read_folder(raw) or _read_folder(_download(name, data_dir, download))
+    if splits is None:
+        raise DataError(f"data.name={name}: the download into {raw} left some of the four IDX files missing")
     log.info("%s: %d train / %d test images from %s", name, len(splits["train"][1]), len(splits["test"][1]), data_dir)
     return splits

@@ -1,0 +1,138 @@
+"""Corrupt inputs, a cache that survives crashes and concurrency, and determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from music.cache import ArtifactCache
+from music.errors import DataError
+from music.models import CNN
+from music.run import run
+
+from conftest import FAST, ROOT, make_cfg
+
+PY = sys.executable
+
+
+def test_checkpoint_of_another_architecture_names_the_file(tmp_path, mnist_dir):
+    wrong = tmp_path / "cnn.safetensors"
+    save_file(CNN().state_dict(), wrong)
+    with pytest.raises(DataError, match=r"cnn.safetensors: not a checkpoint of the configured MLP \(.*Missing key"):
+        run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", f"pretrain.checkpoint={wrong}"))
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(DataError, match="garbage.ckpt: cannot read checkpoint"):
+        run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", f"pretrain.checkpoint={garbage}"))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_given_checkpoint_is_theta0(tmp_path, mnist_dir):
+    trained = run(make_cfg(tmp_path / "a", mnist_dir, "experiment=pretrain", *FAST))
+    [entry] = (tmp_path / "a" / "cache").glob("theta0-*.safetensors")
+    reused = run(make_cfg(tmp_path / "b", mnist_dir, "experiment=pretrain", *FAST, f"pretrain.checkpoint={entry}"))
+    assert reused["test/acc"] == trained["test/acc"]
+
+
+def test_a_flipped_byte_in_a_cache_entry_is_caught_and_rebuilt(tmp_path, caplog):
+    cache = ArtifactCache(tmp_path)
+    builds = []
+    build = lambda: builds.append(1) or {"w": torch.arange(1000, dtype=torch.float32)}  # noqa: E731
+    cache.get_or_build("theta0", {"k": 1}, build)
+    path = cache.path("theta0", {"k": 1})
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # inside the tensor payload: the file still parses
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="music.cache"):
+        tensors = cache.get_or_build("theta0", {"k": 1}, build)
+    assert "checksum mismatch" in caplog.text and len(builds) == 2
+    assert torch.equal(tensors["w"], torch.arange(1000, dtype=torch.float32))
+
+
+BUILDER = """
+import sys, time, torch
+from pathlib import Path
+from music.cache import ArtifactCache, tensors_digest
+log = Path(sys.argv[2])
+def build():
+    with log.open("a") as f:
+        f.write("built\\n")
+    time.sleep(float(sys.argv[3]))
+    return {"w": torch.arange(10.0)}
+print(tensors_digest(ArtifactCache(sys.argv[1]).get_or_build("finetune", {"task": [1]}, build)))
+"""
+
+
+def test_two_processes_racing_for_one_entry_build_it_once(tmp_path):
+    args = [PY, "-c", BUILDER, str(tmp_path / "cache"), str(tmp_path / "builds.log"), "1.5"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert (tmp_path / "builds.log").read_text() == "built\n"
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 64
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys, torch
+import music.cache
+def half_written(tensors, filename, metadata=None):
+    with open(filename, "wb") as f:
+        f.write(b"partial safetensors bytes")
+    os.kill(os.getpid(), signal.SIGKILL)
+music.cache.save_file = half_written
+music.cache.ArtifactCache(sys.argv[1]).get_or_build("finetune", {"task": [1]}, lambda: {"w": torch.ones(3)})
+"""
+
+
+def test_sigkill_while_writing_leaves_no_entry_and_a_rerun_succeeds(tmp_path):
+    killed = subprocess.run([PY, "-c", KILLED_WHILE_WRITING, str(tmp_path)], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert list(tmp_path.glob("*.safetensors")) == []  # only the lock and an orphan temporary file remain
+    rerun = subprocess.run([PY, "-c", BUILDER, str(tmp_path), str(tmp_path / "builds.log"), "0"], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def train_command(tmp_path, mnist_dir, run_dir, *overrides):
+    return [PY, str(ROOT / "train.py"), f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.run.dir={run_dir}", "logger=none", *overrides]
+
+
+def test_sigkill_during_training_leaves_no_usable_entry_and_a_rerun_succeeds(tmp_path, mnist_dir):
+    command = train_command(tmp_path, mnist_dir, tmp_path / "run", "experiment=individual", "tasks=[[1],[2]]",
+                            "pretrain.epochs=1", "finetune.epochs=400", "data.batch_size=32")
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_file = tmp_path / "run" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and "training individual/task_1" not in (log_file.read_text() if log_file.exists() else ""):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=60)
+    cache = tmp_path / "logs" / "cache"
+    assert len(list(cache.glob("theta0-*.safetensors"))) == 1  # finished before the kill
+    assert list(cache.glob("finetune-*.safetensors")) == []  # killed mid-training: nothing to reuse
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(list(cache.glob("finetune-*.safetensors"))) == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["experiment"] == "individual"
+
+
+def test_same_command_same_seed_gives_identical_metrics_json(tmp_path, mnist_dir):
+    outputs = []
+    for attempt in ("first", "second"):  # separate caches: both runs train everything
+        command = train_command(tmp_path / attempt, mnist_dir, tmp_path / attempt / "run", "experiment=ties",
+                                "tasks=[[1],[2,3]]", "seed=5", *FAST)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append((tmp_path / attempt / "run" / "metrics.json").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["seed"] == 5
