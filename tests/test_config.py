@@ -39,6 +39,13 @@ BAD = [
     ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "integer ≥ 1"),
     ("experiment=negation negation.target=[]", "negation.target=[]", "non-empty list of classes"),
     ("experiment=negation negation.control_floor=2", "negation.control_floor=2", "(0, 1]"),
+    ("model.head=per_task tasks=[[0,1],[2]]", "tasks[1]=[2]", "needs ≥ 2 classes"),
+    ("model.head=per_task tasks=[[0,1],[1,2]]", "tasks=[[0, 1], [1, 2]]", "must not share classes"),
+    ("model.head=both", "model.head='both'", "one of shared, per_task"),
+    ("experiment=sequential align=ft_classifier", "align='ft_classifier'", "none unless the experiment merges"),
+    ("experiment=tangent align=procrustes", "align='procrustes'", "finetune.linearized=true"),
+    ("experiment=ties align=ft_classifier align.lr=0", "align.lr=0", "a number > 0"),
+    ("experiment=ties align=procrustes align.subspace_dim=0", "align.subspace_dim=0", "integer ≥ 1"),
 ]
 
 
@@ -81,3 +88,13 @@ def test_cli_exits_non_zero_with_one_message_and_writes_no_cache(tmp_path, overr
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "logs" / "cache").exists()
+
+
+def test_more_shots_than_a_task_has_is_rejected_before_training(tmp_path, mnist_dir):
+    from music.run import run
+
+    # 60 training images per class: 30 go to θ0, 3 of the other 30 to validation, 27 remain per class
+    cfg = make_cfg(tmp_path, mnist_dir, "experiment=ties", "align=ft_classifier", "align.shots_per_class=28", "tasks=[[0,1],[2,3]]")
+    with pytest.raises(ConfigError, match=r"align.shots_per_class=28 is not allowed: at most 27"):
+        run(cfg)
+    assert not (tmp_path / "cache").exists()

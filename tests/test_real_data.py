@@ -72,3 +72,11 @@ def test_every_merge_reports_its_picked_knobs_and_diagnostics(tmp_path, fashion_
     assert written["test/acc"] >= 0.6  # three class-pair fine-tunes merged: far above chance
     picked = next(p for p in written["lambda_curve"] if p["val/acc"] == max(q["val/acc"] for q in written["lambda_curve"]))
     assert all(written[k] == picked[k] for k in [*knobs, "lambda"])
+
+
+@pytest.mark.parametrize(("head", "lambdas"), [("per_task", "[0.0,0.1,0.2,0.3,0.5,0.7,1.0]"), ("shared", "[1.0]")])
+def test_ft_classifier_lowers_held_out_kl(tmp_path, fashion_dir, cache, head, lambdas):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=task_arithmetic", "align=ft_classifier", f"model.head={head}",
+                          "tasks=[[0,1],[2,3],[4,5],[6,7],[8,9]]", f"merge.lambdas={lambdas}")
+    assert metrics["align/kl_after"] < metrics["align/kl_before"]
+    assert metrics["align/shots_per_class"] == 5

@@ -6,7 +6,11 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 
 from music.data.sources import DATASETS, NUM_CLASSES
+from music.data.split import Split
 from music.errors import ConfigError
+from music.evaluation import HEADS
+
+ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
 
 CLASS_IDS = f"class ids are integers in 0..{NUM_CLASSES - 1}"
 
@@ -65,6 +69,34 @@ def _check_merge(merge: DictConfig) -> None:
     _check_positive_int("merge.num_samples", merge.num_samples)
 
 
+def _check_align(cfg: DictConfig) -> None:
+    align = cfg.align
+    if align.method not in ALIGN_METHODS:
+        raise ConfigError("align.method", align.method, f"one of {', '.join(ALIGN_METHODS)}")
+    if align.method == "none":
+        return
+    if cfg.strategy != "merge":
+        raise ConfigError("align", align.method, "none unless the experiment merges task vectors (average, task_arithmetic, ties, dare, fisher, regmean)")
+    if cfg.finetune.get("linearized", False):
+        raise ConfigError("align", align.method, "none with finetune.linearized=true (a linearized model has no separate head to align)")
+    _check_positive_int("align.shots_per_class", align.shots_per_class)
+    if align.method == "ft_classifier":
+        if not isinstance(align.lr, (int, float)) or isinstance(align.lr, bool) or not align.lr > 0:
+            raise ConfigError("align.lr", align.lr, "a number > 0")
+        _check_positive_int("align.epochs", align.epochs)
+        _check_positive_int("align.batch_size", align.batch_size)
+    if align.method == "procrustes" and align.subspace_dim is not None:
+        _check_positive_int("align.subspace_dim", align.subspace_dim)
+
+
+def validate_with_data(cfg: DictConfig, split: Split) -> None:
+    """The checks that need the data's size, run as soon as it is loaded (before any training)."""
+    if cfg.align.method != "none":
+        fewest = min(len(split.classes[c].task_train) for task in cfg.tasks for c in task)
+        if cfg.align.shots_per_class > fewest:
+            raise ConfigError("align.shots_per_class", cfg.align.shots_per_class, f"at most {fewest}, the fewest training images of a class in a task")
+
+
 def validate(cfg: DictConfig, strategies) -> None:
     """Raise ConfigError on the first invalid setting."""
     if cfg.strategy not in strategies:
@@ -80,6 +112,18 @@ def validate(cfg: DictConfig, strategies) -> None:
         if sorted(task) in seen:
             raise ConfigError(f"tasks[{i}]", _plain(task), "each task once (it repeats an earlier task)")
         seen.append(sorted(task))
+    head = cfg.model.get("head", "shared")
+    if head not in HEADS:
+        raise ConfigError("model.head", head, f"one of {', '.join(HEADS)}")
+    if head == "per_task":
+        for i, task in enumerate(tasks):
+            if len(task) < 2:
+                raise ConfigError(f"tasks[{i}]", _plain(task), "with model.head=per_task every task needs ≥ 2 classes (a one-class head is always right); use model.head=shared")
+        if len({c for task in tasks for c in task}) != sum(len(task) for task in tasks):
+            raise ConfigError("tasks", _plain(tasks), "with model.head=per_task tasks must not share classes (each class has one task's head)")
+        if cfg.strategy == "negation":
+            raise ConfigError("model.head", head, "shared with experiment=negation (forgetting a class is judged over all classes)")
+    _check_align(cfg)
     _check_classes("data.pretrain.classes", cfg.data.pretrain.classes)
     fraction, num_samples = cfg.data.pretrain.fraction, cfg.data.pretrain.num_samples
     if (fraction is None) == (num_samples is None):

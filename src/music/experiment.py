@@ -16,7 +16,7 @@ from torch import nn
 
 from music.cache import ArtifactCache
 from music.data import MusicDataModule
-from music.evaluation import accuracy_metrics, confusion_matrix, predict
+from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, predict
 from music.models import Classifier, LinearizedNet, plain_state
 from music.models.checkpoint import load_weights
 
@@ -34,6 +34,12 @@ def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def network_config(cfg: DictConfig) -> dict:
+    """The network's constructor config: `model` without `head`, which is the protocol (how the 10-way head is
+    trained and scored), not part of the architecture."""
+    return {k: v for k, v in _plain(cfg.model).items() if k != "head"}
+
+
 def file_digest(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -42,21 +48,21 @@ def file_digest(path: str) -> str:
 def theta0_material(cfg: DictConfig) -> dict:
     """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained."""
     if cfg.pretrain.get("checkpoint"):
-        return {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint), "model": _plain(cfg.model)}
+        return {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint), "model": network_config(cfg)}
     return {
         "dataset": cfg.data.name,
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
         "batch_size": cfg.data.batch_size,
         "pretrain_split": _plain(cfg.data.pretrain),
-        "model": _plain(cfg.model),
+        "model": network_config(cfg),  # θ0 is trained class-incrementally whatever the head protocol
         "pretrain": _plain(cfg.pretrain),
     }
 
 
 def finetune_material(cfg: DictConfig, task: list[int]) -> dict:
     """Exactly the settings that determine θ0 fine-tuned on `task` alone (its cache key)."""
-    return {"theta0": theta0_material(cfg), "task": sorted(task), "finetune": _plain(cfg.finetune)}
+    return {"theta0": theta0_material(cfg), "task": sorted(task), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared")}
 
 
 class Experiment:
@@ -64,6 +70,8 @@ class Experiment:
         self.cfg, self.data, self.cache, self.loggers = cfg, data, cache, loggers
         self.tasks: list[list[int]] = [list(t) for t in cfg.tasks]
         self.split = data.split
+        self.head = cfg.model.get("head", "shared")
+        self.allowed = allowed_classes(self.tasks, self.head)
         self._finetuned: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
         # wall times in seconds, kept out of metrics.json (which must be identical across same-seed runs)
         self.timings: dict[str, float] = {}
@@ -75,7 +83,7 @@ class Experiment:
 
     # ---- networks ----
     def new_net(self) -> nn.Module:
-        return instantiate(self.cfg.model)
+        return instantiate(network_config(self.cfg))
 
     def load_net(self, state: dict[str, torch.Tensor]) -> nn.Module:
         net = self.new_net()
@@ -101,6 +109,7 @@ class Experiment:
             scheduler=instantiate(hparams.scheduler) if hparams.get("scheduler") else None,
             tasks=self.tasks,
             stage=stage,
+            allowed=self.allowed,
         )
         trainer = instantiate(self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False)
         log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs)
@@ -125,6 +134,17 @@ class Experiment:
         """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
         return self._theta0
 
+    def with_task_heads(self, state: dict[str, torch.Tensor], head: str = "head") -> dict[str, torch.Tensor]:
+        """`state` with each task's rows of the head taken from that task's fine-tune (per-task heads: merging
+        leaves every task its own head)."""
+        state = dict(state)
+        for name in (f"{head}.weight", f"{head}.bias"):
+            rows = state[name].clone()
+            for task in self.tasks:
+                rows[task] = self.finetuned(task)[name][task]
+            state[name] = rows
+        return state
+
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
         the other tasks)."""
@@ -141,7 +161,7 @@ class Experiment:
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:
         batch = self.cfg.data.eval_batch_size
-        return {split: predict(net, images, batch) for split, (images, _) in self.eval_sets.items()}
+        return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
 
     def metrics(self, preds: Predictions, tasks: list[list[int]] | None = None) -> dict[str, float | None]:
         """`<split>/acc…` figures of predictions, per task of `tasks` (default: the configured tasks)."""

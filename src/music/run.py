@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from music.cache import ArtifactCache
-from music.config import validate
+from music.config import validate, validate_with_data
 from music.errors import MusicError
 from music.experiment import Experiment
 from music.strategies import STRATEGIES
@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     data = instantiate(cfg.data, _convert_="all")
     data.setup()
+    validate_with_data(cfg, data.split)
     keep_wandb_in(output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     failed = True

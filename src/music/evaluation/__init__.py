@@ -1,3 +1,12 @@
-from music.evaluation.metrics import accuracy_metrics, backward_transfer, confusion_matrix, forgetting, predict
+from music.evaluation.metrics import (
+    HEADS,
+    accuracy_metrics,
+    allowed_classes,
+    backward_transfer,
+    confusion_matrix,
+    forgetting,
+    predict,
+    restrict,
+)
 
-__all__ = ["accuracy_metrics", "backward_transfer", "confusion_matrix", "forgetting", "predict"]
+__all__ = ["HEADS", "accuracy_metrics", "allowed_classes", "backward_transfer", "confusion_matrix", "forgetting", "predict", "restrict"]

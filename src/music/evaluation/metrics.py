@@ -4,6 +4,8 @@ Everything is a pure function of tensors: overall, per-class, per-task and seen/
 from the same confusion matrix (rows: true class, columns: predicted class).
 """
 
+import itertools
+
 import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -31,13 +33,38 @@ def accuracy_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[st
     return metrics
 
 
+HEADS = ("shared", "per_task")
+
+
+def allowed_classes(tasks: list[list[int]], head: str, num_classes: int = 10) -> torch.Tensor:
+    """The head protocol as a num_classes×num_classes mask: row c = the classes a sample of class c is scored over.
+
+    shared: every class (class-incremental, one 10-way head). per_task: the classes of c's own task (the task id
+    is known; each task's rows of the head act as its own head); a class in no task is scored over every class.
+    """
+    allowed = torch.ones(num_classes, num_classes, dtype=torch.bool)
+    if head == "per_task":
+        for task in tasks:
+            for c in task:
+                allowed[c] = False
+                allowed[c, task] = True
+    return allowed
+
+
+def restrict(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Logits with the classes a sample may not be scored over set to −inf (allowed: one mask row per sample)."""
+    return logits if allowed is None else logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
 @torch.no_grad()
-def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Predicted classes of `images` in one batched pass on the network's device (eval mode)."""
+def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 4096, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted classes of `images` in one batched pass on the network's device (eval mode), each image scored
+    over the classes its row of `allowed` permits (all classes when None)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
-    preds = torch.cat([net(chunk.to(device)).argmax(dim=1).cpu() for chunk in images.split(batch_size)])
+    masks = allowed.split(batch_size) if allowed is not None else itertools.repeat(None)
+    preds = torch.cat([restrict(net(chunk.to(device)), m).argmax(dim=1).cpu() for chunk, m in zip(images.split(batch_size), masks)])
     net.train(was_training)
     return preds
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from music.evaluation.metrics import accuracy_metrics
+from music.evaluation.metrics import accuracy_metrics, restrict
 
 
 class Classifier(L.LightningModule):
@@ -22,14 +22,17 @@ class Classifier(L.LightningModule):
         tasks: list[list[int]] = (),
         num_classes: int = 10,
         stage: str = "train",
+        allowed: torch.Tensor | None = None,
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
+        # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
+        self.register_buffer("allowed", torch.ones(num_classes, num_classes, dtype=torch.bool) if allowed is None else allowed, persistent=False)
         self.confusion = nn.ModuleDict({split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,13 +40,13 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = F.cross_entropy(restrict(self(x), self.allowed[y]), y)
         self.log(f"{self.stage}/train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
     def _eval_step(self, split: str, batch) -> None:
         x, y = batch
-        self.confusion[split].update(self(x).argmax(dim=1), y)
+        self.confusion[split].update(restrict(self(x), self.allowed[y]).argmax(dim=1), y)
 
     def _eval_epoch_end(self, split: str) -> None:
         metrics = accuracy_metrics(self.confusion[split].compute(), self.tasks)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from music.experiment import Experiment, stage_seed
+from music.strategies.align import align
 from music.merging import TaskVector, kernels, stack
 from music.merging.statistics import diagonal_fisher, linear_input_grams
 
@@ -87,7 +88,10 @@ class Merger:
 def merge(exp: Experiment) -> dict:
     """θ0 + λ·merge(τ_1..τ_T) with `merge.method`; every knob combination × λ is evaluated on validation."""
     cfg = exp.cfg.merge
-    theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head)
+    per_task = exp.head == "per_task"  # each task keeps its own head: merge the feature extractor only
+    theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head and not per_task)
+    if per_task:
+        theta0 = exp.with_task_heads(theta0)
     start = time.perf_counter()
     merger = Merger(exp, vectors, cfg.method, cfg.get("base"))
     statistics_s = time.perf_counter() - start
@@ -97,19 +101,28 @@ def merge(exp: Experiment) -> dict:
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = merger.direction(knobs)
         for lam in cfg.lambdas:
-            metrics = exp.evaluate(exp.model(direction.apply_to(theta0, float(lam))))
+            state = direction.apply_to(theta0, float(lam))
+            metrics = exp.evaluate(exp.model(state))
             point = knobs | {"lambda": float(lam), "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]}
             curve.append(point)
             if best is None or point["val/acc"] > best[0]["val/acc"]:
-                best = (point, metrics)
+                best = (point, metrics, state)
     exp.timings |= {"merge/statistics": statistics_s, "merge/search": time.perf_counter() - start - statistics_s}
-    point, metrics = best
+    point, metrics, state = best
     picked = {name: point[name] for name in names}
     log.info("%s: picked λ=%g %s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], picked, point["val/acc"], point["test/acc"])
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     report = diagnostics(merger.tau)
     if "keep_fraction" in picked:  # conflicts TIES resolves: among the coordinates it keeps
         report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(merger.tau, picked["keep_fraction"]))
+    if exp.cfg.align.method != "none":
+        start = time.perf_counter()
+        aligned, figures = align(exp, exp.model(state))
+        exp.timings["align"] = time.perf_counter() - start
+        before = {f"{split}/acc_before_align": metrics[f"{split}/acc"] for split in ("val", "test")}
+        metrics = exp.evaluate(aligned) | before | figures
+        log.info("%s: test/acc %.4f before alignment, %.4f after; KL %.4f -> %.4f", exp.cfg.align.method,
+                 before["test/acc_before_align"], metrics["test/acc"], figures["align/kl_before"], figures["align/kl_after"])
     return metrics | picked | report | {
         "merge_method": cfg.method,
         "lambda": point["lambda"],

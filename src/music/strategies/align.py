@@ -1,0 +1,55 @@
+"""Head alignment after a merge, from a few unlabeled images per task (FT-Classifier, Procrustes).
+
+Structurally label-free: the aligners receive images (chosen per class when the split was made) and the
+task id, never a label tensor.
+"""
+
+import copy
+
+import torch
+
+from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
+from music.experiment import Experiment, stage_seed
+
+
+@torch.no_grad()
+def _mean_kl(teachers, model, images, masks) -> float:
+    return sum(kl_to_teacher(t(x), model(x), m.expand(len(x), -1)) for t, x, m in zip(teachers, images, masks)) / len(teachers)
+
+
+def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    """A copy of `merged` whose head is re-aligned with each task's fine-tuned model; and its figures.
+
+    KL before/after is measured on each task's validation images, not on the images aligned on.
+    """
+    cfg = exp.cfg.align
+    tasks = exp.tasks
+    teachers = [exp.load_net(exp.finetuned(task)).eval() for task in tasks]
+    shots = [exp.data.train_images[exp.split.first_per_class(task, cfg.shots_per_class)] for task in tasks]
+    held_out = [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))]
+    masks = [exp.allowed[task[0]] for task in tasks]  # every class of a task shares its row: known from the task id
+    merged = merged.eval()
+    aligned = copy.deepcopy(merged)
+    report = {"align/method": cfg.method, "align/shots_per_class": cfg.shots_per_class, "align/kl_before": _mean_kl(teachers, merged, held_out, masks)}
+
+    if cfg.method == "ft_classifier":
+        with torch.no_grad():
+            features = torch.cat([merged.features(x) for x in shots])
+            teacher_logits = torch.cat([t(x) for t, x in zip(teachers, shots)])
+            allowed = torch.cat([m.expand(len(x), -1) for m, x in zip(masks, shots)])
+        generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "align/ft_classifier"))
+        fit_head_kl(aligned.head, features, teacher_logits, allowed, cfg.lr, cfg.epochs, cfg.batch_size, generator)
+    elif cfg.method == "procrustes":
+        fits = []
+        with torch.no_grad():
+            for task, teacher, x in zip(tasks, teachers, shots):
+                source, target = merged.features(x), teacher.features(x)
+                rotation = orthogonal_map(source, target, cfg.subspace_dim)
+                aligned.head.weight[task] = teacher.head.weight[task] @ rotation.T
+                aligned.head.bias[task] = teacher.head.bias[task]
+                fits.append({"task": task, "subspace_dim": cfg.subspace_dim} | procrustes_report(source, target, rotation))
+        report["align/procrustes"] = fits
+        report["align/residual_orthogonal"] = sum(f["residual_orthogonal"] for f in fits) / len(fits)
+        report["align/residual_lstsq"] = sum(f["residual_lstsq"] for f in fits) / len(fits)
+    report["align/kl_after"] = _mean_kl(teachers, aligned.eval(), held_out, masks)
+    return aligned, report
