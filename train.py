@@ -5,8 +5,11 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
+from music.launching import register_resolvers
+
 # Lightning triggers torch's LeafSpec deprecation warning on every fit; it is not ours to fix.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+register_resolvers()  # before Hydra composes: the gpu_pool launcher sizes itself with one
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")

@@ -28,7 +28,9 @@ PER_STRATEGY = {
     "ties": MERGE + ["keep_fraction"],
     "dare": MERGE + ["p"],
     "regmean": MERGE + ["alpha"],
+    "ft_classifier": MERGE + ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/shots_per_class"],
 }
+RUN_NAME = {"tangent": "tangent_task_arithmetic", "ft_classifier": "task_arithmetic+ft_classifier"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_every_experiment_keeps_the_metrics_contract(tmp_path, mnist_dir, shared
     metrics = run_experiment(tmp_path, mnist_dir, shared_cache, name, "tasks=[[1],[2],[3]]")
     for key in CONTRACT + PER_STRATEGY.get(name, []):
         assert key in metrics, key
-    assert metrics["experiment"].startswith(name) and metrics["dataset"] == "mnist"  # tangent_<merge method>
+    assert metrics["experiment"] == RUN_NAME.get(name, name) and metrics["dataset"] == "mnist"
     assert all(f"test/acc_class_{c}" in metrics for c in range(10))
     assert all(f"test/acc_task_{i}" in metrics for i in range(len(tasks)))
     # 20 test images per class: every accuracy is a multiple of 1/200 overall and of 1/20 per class
@@ -119,7 +121,7 @@ def test_multirun_over_every_experiment(tmp_path, mnist_dir):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = sorted(json.loads(p.read_text())["experiment"] for p in (tmp_path / "logs").rglob("metrics.json"))
-    assert found == sorted(n if n != "tangent" else "tangent_task_arithmetic" for n in EXPERIMENTS)
+    assert found == sorted(RUN_NAME.get(n, n) for n in EXPERIMENTS)
 
 
 def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_dir):
@@ -132,7 +134,7 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
     assert result.returncode == 0, result.stderr[-3000:]
     [offline_run] = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline_run.glob("run-*.wandb"))
-    assert not (tmp_path / "home").exists()  # nothing in ~/.config/wandb or ~/.cache/wandb
+    assert not (tmp_path / "home" / ".config" / "wandb").exists() and not (tmp_path / "home" / ".cache" / "wandb").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["acc_matrix"]) == 2
     assert (run_dir / "train.log").read_text().count("training sequential/stage_") == 2

@@ -49,7 +49,8 @@ def test_task_arithmetic_picks_lambda_on_validation(tmp_path, fashion_dir, cache
 
 
 def test_negation_forgets_one_class_and_keeps_the_others(tmp_path, fashion_dir, cache):
-    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=negation", "negation.target=[1]")
+    # λ is picked on validation; a one-point margin over the 95% floor carries the guarantee to the test set
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "experiment=negation", "negation.target=[1]", "negation.control_floor=0.96")
     assert metrics["test/target_acc_before"] >= 0.9  # trousers: θ0 knows them
     assert metrics["test/target_acc"] < 0.20
     assert metrics["test/control_acc"] >= 0.95 * metrics["test/control_acc_before"]

@@ -17,9 +17,9 @@ def test_each_task_holds_exactly_its_classes(tasks):
     for i, task in enumerate(tasks):
         assert as_set(LABELS[split.task_train(i)]) == set(task)
         assert as_set(LABELS[split.task_val(i)]) == set(task)
-        # 100 per class: 50 pretrain, 50 in the task pool of which round(0.1 * 50) = 5 held out
+        # 100 per class: 10 held out for validation, then 45 to θ0 and 45 to the tasks
         assert len(split.task_train(i)) == 45 * len(task)
-        assert len(split.task_val(i)) == 5 * len(task)
+        assert len(split.task_val(i)) == 10 * len(task)
 
 
 def test_train_val_pretrain_are_disjoint_and_validation_is_never_trained_on():
@@ -27,19 +27,21 @@ def test_train_val_pretrain_are_disjoint_and_validation_is_never_trained_on():
     trained = as_set(split.pretrain_train) | as_set(split.union_train)
     assert not trained & as_set(split.val)
     assert not as_set(split.pretrain_train) & as_set(split.union_train)
-    parts = [split.pretrain_train, split.pretrain_val, split.union_train, split.task_val(0), split.task_val(1)]
+    parts = [split.pretrain_train, split.union_train, split.val]
     assert sum(len(p) for p in parts) == len(as_set(torch.cat(parts)))  # no index twice
+    # validation is class-balanced like the test set: 10 of every class's 100 images
+    assert torch.bincount(LABELS[split.val], minlength=10).tolist() == [10] * 10
 
 
 def test_pretrain_split_as_configured():
     by_fraction = make_split(LABELS, PER_CLASS, 0, pretrain_classes=[0, 1, 2], pretrain_fraction=0.3)
     assert as_set(LABELS[by_fraction.pretrain_train]) == {0, 1, 2}
-    assert len(by_fraction.pretrain_train) + len(by_fraction.pretrain_val) == 3 * 30
+    assert len(by_fraction.pretrain_train) == 3 * 27  # 30% of the 90 non-validation images of each class
     # classes outside the pretrain split keep all their images for the tasks
     assert len(by_fraction.task_train(5)) + len(by_fraction.task_val(5)) == 100
 
     by_count = make_split(LABELS, PER_CLASS, 0, pretrain_classes=[4, 5, 6], pretrain_fraction=None, pretrain_num_samples=100)
-    assert len(by_count.pretrain_train) + len(by_count.pretrain_val) == 100
+    assert len(by_count.pretrain_train) == 100
     assert pretrain_counts({4: 100, 5: 100, 6: 100, 7: 100}, [4, 5, 6], None, 100) == {4: 34, 5: 33, 6: 33, 7: 0}
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from music.cache import ArtifactCache
 from music.data import MusicDataModule
+from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, predict
 from music.models import Classifier, LinearizedNet, plain_state
 from music.models.checkpoint import load_weights
@@ -50,6 +51,7 @@ def theta0_material(cfg: DictConfig) -> dict:
     if cfg.pretrain.get("checkpoint"):
         return {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint), "model": network_config(cfg)}
     return {
+        "split_version": SPLIT_VERSION,
         "dataset": cfg.data.name,
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,

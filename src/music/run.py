@@ -12,12 +12,14 @@ from music.cache import ArtifactCache
 from music.config import validate, validate_with_data
 from music.errors import MusicError
 from music.experiment import Experiment
+from music.launching import claim_device, register_resolvers
 from music.strategies import STRATEGIES
 from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, write_metrics
 
 log = logging.getLogger(__name__)
 # One Trainer per stage: Lightning's banners ("GPU available", tips) would drown the run's own log.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+register_resolvers()  # also when run() is called without train.py (tests, notebooks)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -35,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.data.name}
+        metrics = {"experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
         metrics |= STRATEGIES[cfg.strategy](exp)
         write_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
@@ -48,8 +50,21 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+def claim_pool_device(cfg: DictConfig) -> None:
+    """Under `hydra/launcher=gpu_pool`, take this worker's GPU (or CPU share) before anything touches CUDA."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.runtime.choices.get("hydra/launcher") == "gpu_pool":
+        device = claim_device(Path(cfg.paths.log_dir) / "gpu_locks", hydra_cfg.launcher.n_jobs)
+        log.info("gpu_pool worker %d runs on %s", os.getpid(), device)
+
+
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: returns `optimized_metric` for sweepers; user errors become one line and exit status 2."""
+    claim_pool_device(cfg)
     try:
         metrics = run(cfg)
     except MusicError as e:

@@ -1,23 +1,26 @@
-"""The seeded split of a training set into θ0's pretrain data and per-task data, each with a validation hold-out.
+"""The seeded split of a training set into validation, θ0's pretrain data and per-task data.
 
-Every class is split on its own, with a generator seeded by (seed, class): a task's data therefore depends
-only on its own classes, so reordering or adding tasks never changes (nor invalidates cached fine-tunes of)
-the others.
+Every class is split on its own, with a generator seeded by (seed, class): first `val_fraction` of its images
+are held out for validation (so validation is class-balanced like the test set, whatever θ0 and the tasks
+take), then the rest is divided between θ0's pretrain data and the tasks' data. A task's data therefore
+depends only on its own classes: reordering or adding tasks never changes (nor invalidates cached fine-tunes
+of) the others.
 """
 
 from dataclasses import dataclass
 
 import torch
 
+SPLIT_VERSION = 2  # part of every cache key: bump when the same settings start to mean a different split
+
 
 @dataclass(frozen=True)
 class ClassSplit:
     """Indices into the training set for one class."""
 
+    val: torch.Tensor
     pretrain_train: torch.Tensor
-    pretrain_val: torch.Tensor
     task_train: torch.Tensor
-    task_val: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Split:
 
     @property
     def pretrain_val(self) -> torch.Tensor:
-        return self._gather("pretrain_val", self.pretrain_classes)
+        return self._gather("val", self.pretrain_classes)
 
     def train_of(self, classes: list[int]) -> torch.Tensor:
         """Task training data of these classes (whether or not they form a configured task)."""
@@ -50,7 +53,7 @@ class Split:
         return self.train_of(self.tasks[i])
 
     def task_val(self, i: int) -> torch.Tensor:
-        return self._gather("task_val", self.tasks[i])
+        return self._gather("val", self.tasks[i])
 
     @property
     def task_classes(self) -> list[int]:
@@ -63,8 +66,8 @@ class Split:
 
     @property
     def val(self) -> torch.Tensor:
-        """All held-out data (θ0's and every task's): what λ and other knobs are picked on."""
-        return torch.cat([self.pretrain_val, self._gather("task_val", self.task_classes)])
+        """Every class's held-out images: what λ and other knobs are picked on (the test set is only reported)."""
+        return self._gather("val", sorted(self.classes))
 
 
 def class_generator(seed: int, label: int) -> torch.Generator:
@@ -72,7 +75,8 @@ def class_generator(seed: int, label: int) -> torch.Generator:
 
 
 def pretrain_counts(class_sizes: dict[int, int], classes: list[int], fraction: float | None, num_samples: int | None) -> dict[int, int]:
-    """How many images of each class go to θ0: a fraction of every pretrain class, or num_samples spread evenly."""
+    """How many of each class's (non-validation) images go to θ0: a fraction of every pretrain class, or
+    num_samples spread evenly over the pretrain classes."""
     if num_samples is not None:
         base, extra = divmod(num_samples, len(classes))
         wanted = {c: base + (i < extra) for i, c in enumerate(sorted(classes))}
@@ -91,18 +95,12 @@ def make_split(
     val_fraction: float = 0.1,
     num_classes: int = 10,
 ) -> Split:
-    sizes = {c: int((labels == c).sum()) for c in range(num_classes)}
-    n_pretrain = pretrain_counts(sizes, pretrain_classes, pretrain_fraction, pretrain_num_samples)
+    members = {c: torch.nonzero(labels == c).flatten() for c in range(num_classes)}
+    members = {c: m[torch.randperm(len(m), generator=class_generator(seed, c))] for c, m in members.items()}
+    n_val = {c: round(val_fraction * len(m)) for c, m in members.items()}
+    n_pretrain = pretrain_counts({c: len(m) - n_val[c] for c, m in members.items()}, pretrain_classes, pretrain_fraction, pretrain_num_samples)
     per_class = {}
-    for c, n in sizes.items():
-        members = torch.nonzero(labels == c).flatten()
-        members = members[torch.randperm(n, generator=class_generator(seed, c))]
-        pretrain, pool = members[: n_pretrain[c]], members[n_pretrain[c] :]
-        n_pre_val, n_task_val = round(val_fraction * len(pretrain)), round(val_fraction * len(pool))
-        per_class[c] = ClassSplit(
-            pretrain_train=pretrain[n_pre_val:],
-            pretrain_val=pretrain[:n_pre_val],
-            task_train=pool[n_task_val:],
-            task_val=pool[:n_task_val],
-        )
+    for c, m in members.items():
+        val, rest = m[: n_val[c]], m[n_val[c] :]
+        per_class[c] = ClassSplit(val=val, pretrain_train=rest[: n_pretrain[c]], task_train=rest[n_pretrain[c] :])
     return Split(classes=per_class, tasks=[list(t) for t in tasks], pretrain_classes=sorted(pretrain_classes))
