@@ -29,8 +29,8 @@ test-all:  ## every test, slow ones included
 train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
 	$(PY) train.py $(ARGS)
 
-bench:  ## benchmarks: JSON figures under logs/bench/ (Trainer epoch vs a plain PyTorch loop)
-	$(PY) benchmarks/epoch.py --data-dir $(FASHION_MNIST) --out logs/bench/epoch.json
+bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~3 min)
+	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
 
 clean:  ## remove run outputs, the artifact cache and Python caches (keeps downloaded data)
 	find logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,5 +1,6 @@
 """Entry point: `python train.py experiment=<name> [overrides]` (see configs/train.yaml)."""
 
+import gc
 import warnings
 
 import hydra
@@ -21,3 +22,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    # torch and Lightning leave a large object graph: skip the collector's last pass over it at exit (~1 s)
+    gc.freeze()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from music.cache import ArtifactCache, cache_key
-from music.experiment import finetune_material, theta0_material
+from music.experiment import theta0_material, training_material
 
 from conftest import make_cfg
 
@@ -62,11 +62,12 @@ def test_key_ignores_dict_order():
         ("merge.lambdas=[0.3]", False, False),
         ("tasks=[[3],[1]]", False, False),  # task [1]'s fine-tune does not depend on the other tasks
         ("trainer.enable_progress_bar=true", False, False),
+        ("model.head=per_task", False, True),  # θ0 is trained the same way under both head protocols
     ],
 )
 def test_cache_keys_change_exactly_with_the_knobs_that_matter(tmp_path, override, theta0_changes, finetune_changes):
     base = make_cfg(tmp_path, tmp_path)
     changed = make_cfg(tmp_path, tmp_path, override)
     assert (cache_key(theta0_material(base)) != cache_key(theta0_material(changed))) == theta0_changes
-    key = lambda cfg: cache_key(finetune_material(cfg, [1]))  # noqa: E731
+    key = lambda cfg: cache_key(training_material(cfg, {"task": [1]}))  # noqa: E731
     assert (key(base) != key(changed)) == finetune_changes

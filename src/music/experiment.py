@@ -62,9 +62,10 @@ def theta0_material(cfg: DictConfig) -> dict:
     }
 
 
-def finetune_material(cfg: DictConfig, task: list[int]) -> dict:
-    """Exactly the settings that determine θ0 fine-tuned on `task` alone (its cache key)."""
-    return {"theta0": theta0_material(cfg), "task": sorted(task), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared")}
+def training_material(cfg: DictConfig, data: dict) -> dict:
+    """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's, the shared budget,
+    the head protocol, and `data` (which classes, in which order)."""
+    return {"theta0": theta0_material(cfg), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared")} | data
 
 
 class Experiment:
@@ -147,17 +148,22 @@ class Experiment:
             state[name] = rows
         return state
 
+    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
+        when the same `data` (its description: classes, order) was trained from θ0 before."""
+
+        def build():
+            return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune))
+
+        return self.cache.get_or_build(name, training_material(self.cfg, data), build)
+
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
         the other tasks)."""
         key = tuple(sorted(task))
         if key not in self._finetuned:
-
-            def build():
-                stage = "individual/task_" + "_".join(map(str, task))
-                return plain_state(self.fit(self.model(self.theta0()), self.split.train_of(task), stage, self.cfg.finetune))
-
-            self._finetuned[key] = self.cache.get_or_build("finetune", finetune_material(self.cfg, task), build)
+            stage = "individual/task_" + "_".join(map(str, key))
+            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0(), self.split.train_of(task), stage)
         return self._finetuned[key]
 
     # ---- evaluation: one batched pass per split over resident tensors ----

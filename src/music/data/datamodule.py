@@ -2,6 +2,7 @@
 
 import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -42,6 +43,23 @@ class BatchPositions(Sampler):
         yield from order.split(self.batch_size)
 
 
+_LOADED: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def load_normalized(name: str, data_dir: str, download: bool) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels), images as N×1×28×28 floats standardised with the
+    training set's mean and std. Loaded once per process (a multirun's jobs share it); never modified in place."""
+    key = (name, str(Path(data_dir).resolve()))
+    if key not in _LOADED:
+        splits = load_dataset(name, data_dir, download)
+        (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+        scale = train_images.float().div(255)
+        mean, std = scale.mean(), scale.std()
+        _LOADED.clear()  # keep one dataset in memory
+        _LOADED[key] = (scale.sub_(mean).div_(std).unsqueeze(1), train_labels, test_images.float().div_(255).sub_(mean).div_(std).unsqueeze(1), test_labels)
+    return _LOADED[key]
+
+
 class MusicDataModule(L.LightningDataModule):
     """MNIST / Fashion-MNIST / KMNIST as normalized float tensors, split into θ0's data and per-task data.
 
@@ -75,13 +93,7 @@ class MusicDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        splits = load_dataset(self.name, self.data_dir, self.download)
-        train_images, self.train_labels = splits["train"]
-        test_images, self.test_labels = splits["test"]
-        scale = train_images.float().div(255)
-        mean, std = scale.mean(), scale.std()
-        self.train_images = scale.sub_(mean).div_(std).unsqueeze(1)
-        self.test_images = test_images.float().div_(255).sub_(mean).div_(std).unsqueeze(1)
+        self.train_images, self.train_labels, self.test_images, self.test_labels = load_normalized(self.name, self.data_dir, self.download)
         self.split = make_split(
             self.train_labels,
             self.tasks,

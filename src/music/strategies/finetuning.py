@@ -12,19 +12,20 @@ def pretrain(exp: Experiment) -> dict:
 
 
 def merged(exp: Experiment) -> dict:
-    """θ0 fine-tuned once on the union of all tasks' training data."""
-    net = exp.fit(exp.model(exp.theta0()), exp.split.union_train, "merged", exp.cfg.finetune)
-    return exp.evaluate(net)
+    """θ0 fine-tuned once on the union of all tasks' training data (cached)."""
+    state = exp.trained("merged", {"classes": exp.split.task_classes}, exp.theta0(), exp.split.union_train, "merged")
+    return exp.evaluate(exp.model(state))
 
 
 def sequential(exp: Experiment) -> dict:
-    """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task."""
-    net = exp.model(exp.theta0())
-    n = len(exp.tasks)
-    matrix = []
+    """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task.
+
+    Each stage is cached under the ordered tasks so far, so a longer sequence reuses its prefix."""
+    state, n, matrix = exp.theta0(), len(exp.tasks), []
     for i in range(n):
-        exp.fit(net, exp.split.task_train(i), f"sequential/stage_{i}", exp.cfg.finetune)
-        metrics = exp.evaluate(net)
+        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]}
+        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}")
+        metrics = exp.evaluate(exp.model(state))
         matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
     exp.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
     return metrics | {"acc_matrix": matrix, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}

@@ -1,0 +1,132 @@
+"""The performance figures, each the median of several runs, written as JSON with the machine's description.
+
+    python benchmarks/bench.py [--repeats 5] [--h2h-repeats 3] [--out logs/bench/bench.json]
+
+- epoch: one training epoch of the default MLP on 60k Fashion-MNIST images through the project's Trainer path,
+  next to a plain PyTorch loop on the same model, data and batch size, measured in this process (interleaved);
+- ties: TIES-merging of 10 task vectors of 1M parameters;
+- head_to_head: one seed of the whole comparison as one multirun process (start-up included), with a cold
+  and then a warm cache, and its peak resident memory.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from music.experiment import network_config
+from music.merging import kernels
+from music.models import Classifier
+
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+ROOT = Path(__file__).resolve().parents[1]
+HEAD_TO_HEAD = "pretrain,individual,merged,sequential,task_arithmetic,ties,dare,ft_classifier"
+TARGETS = {"epoch_ratio": 1.2, "head_to_head_cold_s": 30.0, "head_to_head_warm_s": 12.0, "ties_s": 0.5, "peak_rss_gb": 2.0}
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cores": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def plain_epoch(net, images, labels, batch_size, lr) -> float:
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    start = time.perf_counter()
+    for rows in torch.randperm(len(labels)).split(batch_size):
+        loss = F.cross_entropy(net(images[rows]), labels[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def trainer_epoch(cfg, data) -> float:
+    module = Classifier(instantiate(network_config(cfg)), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks])
+    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0)
+    loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    return time.perf_counter() - start
+
+
+def epoch_figures(data_dir: str, repeats: int) -> dict:
+    """Median epoch seconds of both paths and their ratio (the baseline is measured here, not a constant)."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench"])
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup()
+    plain, project = [], []
+    for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
+        plain.append(plain_epoch(instantiate(network_config(cfg)), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr))
+        project.append(trainer_epoch(cfg, data))
+    return {"images": len(data.train_labels), "batch_size": cfg.data.batch_size, "plain_loop_s": statistics.median(plain),
+            "trainer_s": statistics.median(project), "ratio": statistics.median(project) / statistics.median(plain),
+            "plain_loop_runs_s": plain, "trainer_runs_s": project}
+
+
+def ties_figure(repeats: int) -> dict:
+    tau = torch.randn(10, 1_000_000, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernels.ties(tau, keep_fraction=0.2)
+        runs.append(time.perf_counter() - start)
+    return {"vectors": 10, "parameters": 1_000_000, "keep_fraction": 0.2, "median_s": statistics.median(runs), "runs_s": runs}
+
+
+def head_to_head(data_dir: str, repeats: int) -> dict:
+    cold, warm = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            for times in (cold, warm):  # the same cache: first empty, then full
+                command = [sys.executable, str(ROOT / "train.py"), "-m", f"experiment={HEAD_TO_HEAD}", "data=fashion_mnist",
+                           f"data.data_dir={data_dir}", "logger=none", f"cache.dir={tmp}/cache", f"paths.log_dir={tmp}/logs"]
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, cwd=tmp)
+                times.append(time.perf_counter() - start)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child: one multirun process
+    return {"experiments": HEAD_TO_HEAD.split(","), "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+            "cold_runs_s": cold, "warm_runs_s": warm, "peak_rss_gb": peak_kb / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--h2h-repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--out", default=str(ROOT / "logs" / "bench" / "bench.json"))
+    args = parser.parse_args()
+
+    result = {"machine": machine(), "targets": TARGETS}
+    result["epoch"] = epoch_figures(args.data_dir, args.repeats)
+    result["ties"] = ties_figure(args.repeats)
+    result["head_to_head"] = head_to_head(args.data_dir, args.h2h_repeats)
+    result["gpu_epoch"] = None if not torch.cuda.is_available() else "not measured: the data path keeps images on the CPU"
+    result["meets"] = {
+        "epoch_ratio": result["epoch"]["ratio"] <= TARGETS["epoch_ratio"],
+        "head_to_head_cold_s": result["head_to_head"]["cold_s"] <= TARGETS["head_to_head_cold_s"],
+        "head_to_head_warm_s": result["head_to_head"]["warm_s"] <= TARGETS["head_to_head_warm_s"],
+        "ties_s": result["ties"]["median_s"] <= TARGETS["ties_s"],
+        "peak_rss_gb": result["head_to_head"]["peak_rss_gb"] <= TARGETS["peak_rss_gb"],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
