@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 ARGS ?= experiment=sequential data=fashion_mnist data.data_dir=$(FASHION_MNIST)
+SWEEP ?= $(lastword $(sort $(wildcard logs/train/multiruns/*)))
 
-.PHONY: help install data test test-all train bench clean
+.PHONY: help install data test test-all train report bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -28,6 +29,9 @@ test-all:  ## every test, slow ones included
 
 train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
 	$(PY) train.py $(ARGS)
+
+report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=logs/train/multiruns/<time> (default: the latest)
+	$(PY) -m music.report $(SWEEP)
 
 bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~3 min)
 	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
