@@ -39,7 +39,7 @@ TARGETS = {"epoch_ratio": 1.2, "head_to_head_cold_s": 30.0, "head_to_head_warm_s
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": model, "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

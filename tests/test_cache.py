@@ -45,6 +45,20 @@ def test_unreadable_entry_is_rebuilt_not_used(tmp_path, caplog):
     assert torch.equal(cache.get_or_build("finetune", {"k": 1}, build)["w"], rebuilt["w"]) and len(calls) == 2
 
 
+def test_keys_depend_on_the_data_itself_and_on_a_given_checkpoint(tmp_path):
+    cfg = make_cfg(tmp_path, tmp_path)
+    assert cache_key(theta0_material(cfg, "a")) != cache_key(theta0_material(cfg, "b"))  # same name, other contents
+    checkpoint = tmp_path / "theta0.safetensors"
+    checkpoint.write_bytes(b"one")
+    given = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}")
+    reseeded = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}", "seed=3")
+    # the seed and split still shape the fine-tunes of a given θ0
+    assert cache_key(training_material(given, "fp", {"task": [1]})) != cache_key(training_material(reseeded, "fp", {"task": [1]}))
+    before = cache_key(theta0_material(given, "fp"))
+    checkpoint.write_bytes(b"two")
+    assert cache_key(theta0_material(given, "fp")) != before
+
+
 def test_key_ignores_dict_order():
     assert cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
 
@@ -62,12 +76,13 @@ def test_key_ignores_dict_order():
         ("merge.lambdas=[0.3]", False, False),
         ("tasks=[[3],[1]]", False, False),  # task [1]'s fine-tune does not depend on the other tasks
         ("trainer.enable_progress_bar=true", False, False),
+        ("trainer.precision=bf16-mixed", True, True),
         ("model.head=per_task", False, True),  # θ0 is trained the same way under both head protocols
     ],
 )
 def test_cache_keys_change_exactly_with_the_knobs_that_matter(tmp_path, override, theta0_changes, finetune_changes):
     base = make_cfg(tmp_path, tmp_path)
     changed = make_cfg(tmp_path, tmp_path, override)
-    assert (cache_key(theta0_material(base)) != cache_key(theta0_material(changed))) == theta0_changes
-    key = lambda cfg: cache_key(training_material(cfg, {"task": [1]}))  # noqa: E731
+    assert (cache_key(theta0_material(base, "fp")) != cache_key(theta0_material(changed, "fp"))) == theta0_changes
+    key = lambda cfg: cache_key(training_material(cfg, "fp", {"task": [1]}))  # noqa: E731
     assert (key(base) != key(changed)) == finetune_changes

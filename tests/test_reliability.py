@@ -99,6 +99,7 @@ def test_sigkill_while_writing_leaves_no_entry_and_a_rerun_succeeds(tmp_path):
     rerun = subprocess.run([PY, "-c", BUILDER, str(tmp_path), str(tmp_path / "builds.log"), "0"], capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    assert list(tmp_path.glob(".*.tmp")) == []  # the killed writer's leftovers are swept under the lock
 
 
 def train_command(tmp_path, mnist_dir, run_dir, *overrides):

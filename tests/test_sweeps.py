@@ -11,7 +11,7 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from music.launching import POOL_ENV
+from music.launching import POOL_ENV, WORKERS_ENV
 from music.report import main as report_main
 from music.report import summarize
 
@@ -23,7 +23,7 @@ def claim_and_work(args):
     from music.launching import claim_device
 
     lock_dir, seconds = args
-    device = claim_device(lock_dir, n_workers=3, poll_s=0.01)
+    device = claim_device(lock_dir, poll_s=0.01)
     start = time.monotonic()
     time.sleep(seconds)
     return os.getpid(), device, os.environ["CUDA_VISIBLE_DEVICES"], start, time.monotonic()
@@ -31,6 +31,7 @@ def claim_and_work(args):
 
 def test_gpu_claims_never_put_two_live_jobs_on_one_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv(POOL_ENV, "0,1,2")  # a faked machine with three GPUs, inherited by the workers
+    monkeypatch.setenv(WORKERS_ENV, "3")
     lengths = [0.3, 0.05, 0.2, 0.01, 0.4, 0.1, 0.02, 0.25, 0.05, 0.15, 0.01, 0.3]  # uneven: workers go free at random
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         jobs = pool.map(claim_and_work, [(str(tmp_path), s) for s in lengths], chunksize=1)
@@ -46,7 +47,7 @@ def test_gpu_claims_never_put_two_live_jobs_on_one_gpu(tmp_path, monkeypatch):
 
 
 def test_two_job_multirun_with_gpu_pool_on_cpu(tmp_path, mnist_dir):
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"} | {"CUDA_VISIBLE_DEVICES": ""}
+    env = {k: v for k, v in os.environ.items() if k not in (POOL_ENV, WORKERS_ENV)} | {"CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", "experiment=pretrain", "seed=0,1",
                f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none", *FAST]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

@@ -8,15 +8,15 @@ is rebuilt instead of used; a file lock per entry makes concurrent builders buil
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
+
+from music.atomic import atomic_path, stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def load_verified(path: Path) -> Tensors:
         with safe_open(str(path), framework="pt") as f:
             expected = (f.metadata() or {}).get("sha256")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
+    except Exception as e:  # whatever a damaged file makes the reader raise
         raise CorruptEntry(f"unreadable: {e}") from None
     if expected != tensors_digest(tensors):
         raise CorruptEntry("checksum mismatch" if expected else "no checksum")
@@ -57,17 +57,10 @@ def load_verified(path: Path) -> Tensors:
 
 
 def save_atomic(tensors: Tensors, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write to a temporary file in the same folder, then rename: the entry is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    """Write the entry whole or not at all, with the checksum of its tensors in its metadata."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=(metadata or {}) | {"sha256": tensors_digest(tensors)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ArtifactCache:
@@ -84,6 +77,8 @@ class ArtifactCache:
         path = self.path(name, material)
         self.dir.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
+            for stale in stale_temporaries(path):  # left by a writer that was killed: nobody else writes it now
+                stale.unlink(missing_ok=True)
             if path.exists():
                 try:
                     tensors = load_verified(path)

@@ -15,8 +15,9 @@ ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
 CLASS_IDS = f"class ids are integers in 0..{NUM_CLASSES - 1}"
 
 
-def _plain(value):
-    return list(map(_plain, value)) if isinstance(value, (list, ListConfig)) else value
+def _value(value):
+    """A setting's value as the user wrote it (nested lists, not ListConfig), for messages."""
+    return list(map(_value, value)) if isinstance(value, (list, ListConfig)) else value
 
 
 def _is_int(value) -> bool:
@@ -25,12 +26,12 @@ def _is_int(value) -> bool:
 
 def _check_classes(setting: str, classes) -> None:
     if not isinstance(classes, (list, ListConfig)) or not classes:
-        raise ConfigError(setting, _plain(classes), f"a non-empty list of classes ({CLASS_IDS})")
+        raise ConfigError(setting, _value(classes), f"a non-empty list of classes ({CLASS_IDS})")
     for c in classes:
         if not _is_int(c) or not 0 <= c < NUM_CLASSES:
-            raise ConfigError(setting, _plain(classes), CLASS_IDS)
+            raise ConfigError(setting, _value(classes), CLASS_IDS)
     if len(set(classes)) != len(classes):
-        raise ConfigError(setting, _plain(classes), "each class at most once")
+        raise ConfigError(setting, _value(classes), "each class at most once")
 
 
 def _check_fraction(setting: str, value, *, closed_right: bool) -> None:
@@ -44,14 +45,16 @@ def _check_positive_int(setting: str, value) -> None:
         raise ConfigError(setting, value, "an integer ≥ 1")
 
 
-def _check_grid(setting: str, values, low: float, high: float, closed_high: bool) -> None:
-    interval = f"[{low}, {high}]" if closed_high else f"[{low}, {high})"
+def _check_grid(setting: str, values, interval: str) -> None:
+    """A non-empty list of numbers in `interval`, written like "(0, 1]" or "[0, 1)"."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
     allowed = f"a non-empty list of numbers in {interval}"
     if not isinstance(values, (list, ListConfig)) or not values:
-        raise ConfigError(setting, _plain(values), allowed)
+        raise ConfigError(setting, _value(values), allowed)
     for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= high if closed_high else low <= v < high):
-            raise ConfigError(setting, _plain(values), allowed)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not number or not (low <= v if interval[0] == "[" else low < v) or not (v <= high if interval[-1] == "]" else v < high):
+            raise ConfigError(setting, _value(values), allowed)
 
 
 def _check_merge(merge: DictConfig) -> None:
@@ -61,11 +64,9 @@ def _check_merge(merge: DictConfig) -> None:
         raise ConfigError("merge.method", merge.method, f"one of {', '.join(KNOBS)}")
     if merge.method == "dare" and merge.get("base") not in DARE_BASES:
         raise ConfigError("merge.base", merge.get("base"), f"one of {', '.join(DARE_BASES)} (what DARE's dropped vectors are merged with)")
-    ranges = {"keep_fraction": (0.0, 1.0, True), "p": (0.0, 1.0, False), "alpha": (0.0, 1.0, True)}
+    intervals = {"keep_fraction": "(0, 1]", "p": "[0, 1)", "alpha": "[0, 1]"}
     for name in knob_names(merge):
-        _check_grid(f"merge.{name}", merge.get(name), *ranges[name])
-    if 0.0 in _plain(merge.get("keep_fraction") or []):
-        raise ConfigError("merge.keep_fraction", _plain(merge.keep_fraction), "a non-empty list of numbers in (0, 1]")
+        _check_grid(f"merge.{name}", merge.get(name), intervals[name])
     _check_positive_int("merge.num_samples", merge.num_samples)
 
 
@@ -92,9 +93,9 @@ def _check_align(cfg: DictConfig) -> None:
 def validate_with_data(cfg: DictConfig, split: Split) -> None:
     """The checks that need the data's size, run as soon as it is loaded (before any training)."""
     if cfg.align.method != "none":
-        fewest = min(len(split.classes[c].task_train) for task in cfg.tasks for c in task)
-        if cfg.align.shots_per_class > fewest:
-            raise ConfigError("align.shots_per_class", cfg.align.shots_per_class, f"at most {fewest}, the fewest training images of a class in a task")
+        most = min(len(split.train_of(task)) // len(task) for task in cfg.tasks)
+        if cfg.align.shots_per_class > most:
+            raise ConfigError("align.shots_per_class", cfg.align.shots_per_class, f"at most {most} (a task's training images per class)")
 
 
 def validate(cfg: DictConfig, strategies) -> None:
@@ -105,12 +106,12 @@ def validate(cfg: DictConfig, strategies) -> None:
         raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
     tasks = cfg.tasks
     if not isinstance(tasks, (list, ListConfig)) or not tasks:
-        raise ConfigError("tasks", _plain(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")
+        raise ConfigError("tasks", _value(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")
     seen = []
     for i, task in enumerate(tasks):
         _check_classes(f"tasks[{i}]", task)
         if sorted(task) in seen:
-            raise ConfigError(f"tasks[{i}]", _plain(task), "each task once (it repeats an earlier task)")
+            raise ConfigError(f"tasks[{i}]", _value(task), "each task once (it repeats an earlier task)")
         seen.append(sorted(task))
     head = cfg.model.get("head", "shared")
     if head not in HEADS:
@@ -118,9 +119,9 @@ def validate(cfg: DictConfig, strategies) -> None:
     if head == "per_task":
         for i, task in enumerate(tasks):
             if len(task) < 2:
-                raise ConfigError(f"tasks[{i}]", _plain(task), "with model.head=per_task every task needs ≥ 2 classes (a one-class head is always right); use model.head=shared")
+                raise ConfigError(f"tasks[{i}]", _value(task), "with model.head=per_task every task needs ≥ 2 classes (a one-class head is always right); use model.head=shared")
         if len({c for task in tasks for c in task}) != sum(len(task) for task in tasks):
-            raise ConfigError("tasks", _plain(tasks), "with model.head=per_task tasks must not share classes (each class has one task's head)")
+            raise ConfigError("tasks", _value(tasks), "with model.head=per_task tasks must not share classes (each class has one task's head)")
         if cfg.strategy == "negation":
             raise ConfigError("model.head", head, "shared with experiment=negation (forgetting a class is judged over all classes)")
     _check_align(cfg)
@@ -142,12 +143,14 @@ def validate(cfg: DictConfig, strategies) -> None:
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
     if cfg.strategy == "merge":
         _check_merge(cfg.merge)
+        if cfg.finetune.get("linearized", False) and cfg.merge.method in ("fisher", "regmean"):
+            raise ConfigError("merge.method", cfg.merge.method, "average, task_arithmetic, ties or dare with finetune.linearized=true (fisher and regmean statistics describe the network, not its linearization)")
     if cfg.strategy == "negation":
         _check_classes("negation.target", cfg.negation.target)
         _check_fraction("negation.control_floor", cfg.negation.control_floor, closed_right=True)
     lambdas = cfg.merge.lambdas
     if not isinstance(lambdas, (list, ListConfig)) or not lambdas:
-        raise ConfigError("merge.lambdas", _plain(lambdas), "a non-empty list of finite numbers")
+        raise ConfigError("merge.lambdas", _value(lambdas), "a non-empty list of finite numbers")
     for lam in lambdas:
         if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam):
-            raise ConfigError("merge.lambdas", _plain(lambdas), "a non-empty list of finite numbers")
+            raise ConfigError("merge.lambdas", _value(lambdas), "a non-empty list of finite numbers")

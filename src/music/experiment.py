@@ -42,30 +42,46 @@ def network_config(cfg: DictConfig) -> dict:
 
 
 def file_digest(path: str) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def theta0_material(cfg: DictConfig) -> dict:
-    """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained."""
-    if cfg.pretrain.get("checkpoint"):
-        return {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint), "model": network_config(cfg)}
+# Trainer settings that change what training produces (logging, progress bars and the like do not)
+TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic")
+
+
+def data_material(cfg: DictConfig, fingerprint: str) -> dict:
+    """What every trained artifact depends on: the dataset (its name and a fingerprint of its contents), the
+    split, the batches, the trainer settings that change results, and the seed."""
     return {
         "split_version": SPLIT_VERSION,
         "dataset": cfg.data.name,
+        "fingerprint": fingerprint,
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
-        "batch_size": cfg.data.batch_size,
         "pretrain_split": _plain(cfg.data.pretrain),
-        "model": network_config(cfg),  # θ0 is trained class-incrementally whatever the head protocol
-        "pretrain": _plain(cfg.pretrain),
+        "batch_size": cfg.data.batch_size,
+        "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
     }
 
 
-def training_material(cfg: DictConfig, data: dict) -> dict:
+def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
+    """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained.
+    θ0 is trained class-incrementally (one 10-way head) whatever the head protocol of the fine-tunes."""
+    if cfg.pretrain.get("checkpoint"):
+        source = {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint)}
+    else:
+        source = {"pretrain": _plain(cfg.pretrain)}
+    return data_material(cfg, fingerprint) | {"model": network_config(cfg)} | source
+
+
+def training_material(cfg: DictConfig, fingerprint: str, data: dict) -> dict:
     """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's, the shared budget,
-    the head protocol, and `data` (which classes, in which order)."""
-    return {"theta0": theta0_material(cfg), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared")} | data
+    the head protocol, and `data` (which classes, grouped how, in which order)."""
+    return {"theta0": theta0_material(cfg, fingerprint), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared"), "data": data}
 
 
 class Experiment:
@@ -102,8 +118,9 @@ class Experiment:
         model.net.load_state_dict(state)
         return model
 
-    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig) -> nn.Module:
-        """Train `net` in place on the training images at `train_idx`, validating on all held-out data."""
+    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True) -> nn.Module:
+        """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
+        head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False."""
         seed = stage_seed(self.cfg.seed, stage)
         L.seed_everything(seed, verbose=False)
         module = Classifier(
@@ -112,7 +129,7 @@ class Experiment:
             scheduler=instantiate(hparams.scheduler) if hparams.get("scheduler") else None,
             tasks=self.tasks,
             stage=stage,
-            allowed=self.allowed,
+            allowed=self.allowed if protocol else None,
         )
         trainer = instantiate(self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False)
         log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs)
@@ -128,10 +145,10 @@ class Experiment:
 
         def build():
             L.seed_everything(stage_seed(self.cfg.seed, "pretrain/init"), verbose=False)
-            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain)
+            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False)
             return net.state_dict()
 
-        return self.cache.get_or_build("theta0", theta0_material(self.cfg), build)
+        return self.cache.get_or_build("theta0", theta0_material(self.cfg, self.data.fingerprint), build)
 
     def theta0(self) -> dict[str, torch.Tensor]:
         """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
@@ -155,7 +172,7 @@ class Experiment:
         def build():
             return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune))
 
-        return self.cache.get_or_build(name, training_material(self.cfg, data), build)
+        return self.cache.get_or_build(name, training_material(self.cfg, self.data.fingerprint, data), build)
 
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
@@ -165,6 +182,13 @@ class Experiment:
             stage = "individual/task_" + "_".join(map(str, key))
             self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0(), self.split.train_of(task), stage)
         return self._finetuned[key]
+
+    def unlabeled_images(self, task: list[int], count: int, purpose: str) -> torch.Tensor:
+        """`count` of a task's training images drawn at random (seeded by run seed, purpose and task): what
+        alignment and merge statistics see of a task — images, never labels."""
+        pool = self.split.train_of(task)
+        generator = torch.Generator().manual_seed(stage_seed(self.cfg.seed, f"{purpose}/" + "_".join(map(str, task))))
+        return self.data.train_images[pool[torch.randperm(len(pool), generator=generator)[:count]]]
 
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:

@@ -12,23 +12,26 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-POOL_ENV = "MUSIC_GPU_POOL"  # the parent's visible GPU ids, "0,1,…" ("" for none), read by the workers
+POOL_ENV = "MUSIC_GPU_POOL"  # the launching process's visible GPU ids, "0,1,…" ("" for none), for the workers
+WORKERS_ENV = "MUSIC_POOL_WORKERS"  # how many workers the pool has
 _claimed: dict = {}  # this process's claim: {"device": "cuda:<id>" | "cpu", "lock": FileLock}
 
 
 def pool_size(cpu_workers: int) -> int:
     """Resolver for the launcher's n_jobs: one worker per visible GPU, else `cpu_workers` CPU workers.
 
-    Counts GPUs in the launching process (which never trains) and exports their ids for the workers, which
-    must not touch CUDA before choosing their device.
+    Counts GPUs once, in the launching process (which never trains), and exports the answer; the workers
+    inherit it and so never touch CUDA before choosing their device (nor when Hydra resolves this again there).
     """
-    import torch
+    if POOL_ENV not in os.environ:
+        import torch
 
-    count = torch.cuda.device_count()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [i.strip() for i in visible.split(",") if i.strip()][:count] if visible else [str(i) for i in range(count)]
-    os.environ[POOL_ENV] = ",".join(ids)
-    return len(ids) or int(cpu_workers)
+        count = torch.cuda.device_count()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [i.strip() for i in visible.split(",") if i.strip()][:count] if visible else [str(i) for i in range(count)]
+        os.environ[POOL_ENV] = ",".join(ids)
+        os.environ[WORKERS_ENV] = str(len(ids) or int(cpu_workers))
+    return int(os.environ[WORKERS_ENV])
 
 
 def run_group(fallback: str) -> str:
@@ -47,16 +50,19 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
-def claim_device(lock_dir: str | Path, n_workers: int, poll_s: float = 0.2) -> str:
+def claim_device(lock_dir: str | Path, poll_s: float = 0.2) -> str | None:
     """Claim this worker's device once: a free GPU of the pool (blocking until one is), or the CPU with the
-    machine's threads split between the workers. Returns "cuda:<id>" or "cpu"."""
+    machine's threads split between the workers. Returns "cuda:<id>", "cpu", or None when the pool was not
+    sized by `music.pool_size` (hydra.launcher.n_jobs set by hand): devices are then left alone."""
     if _claimed:
         return _claimed["device"]
-    gpus = [g for g in os.environ.get(POOL_ENV, "").split(",") if g]
+    if POOL_ENV not in os.environ:
+        return None
+    gpus = [g for g in os.environ[POOL_ENV].split(",") if g]
     if not gpus:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get(WORKERS_ENV, "1"))))
         _claimed["device"] = "cpu"
         return "cpu"
     Path(lock_dir).mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,8 @@ def summarize(runs: list[dict]) -> list[dict]:
     """One row per (setting, method): n seeds, mean and CI half-width of each metric, paired Δ vs merged."""
     groups: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     for run in runs:
-        groups[(setting_of(run), run["experiment"])][run["seed"]] = run  # one run per seed (the last found)
+        method = run["experiment"] + (f" [{run['variant']}]" if run.get("variant") else "")
+        groups[(setting_of(run), method)][run["seed"]] = run  # one run per seed (the last found)
     rows = []
     for (setting, method), by_seed in sorted(groups.items()):
         row = {"setting": setting, "method": method, "n": len(by_seed), "seeds": sorted(by_seed)}
@@ -153,8 +154,9 @@ def log_to_wandb(rows: list[dict], images: list[Path], out: Path) -> None:
     """The table and plots as one W&B run (offline unless WANDB_MODE says otherwise; files under `out`)."""
     import wandb
 
-    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config")):
-        os.environ[var] = str(out / "wandb" / sub)
+    from music.tracking import keep_wandb_in
+
+    keep_wandb_in(out)
     run = wandb.init(project="music", job_type="report", dir=str(out), mode=os.environ.get("WANDB_MODE", "offline"))
     try:
         columns = list(rows[0])

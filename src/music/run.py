@@ -22,6 +22,14 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 register_resolvers()  # also when run() is called without train.py (tests, notebooks)
 
 
+def variant() -> str:
+    """The run's own overrides beyond experiment, seed and where things are (Hydra's override_dirname): runs of
+    one experiment that differ in a knob (k, a λ grid, …) are different rows of a report."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+
+
 def run(cfg: DictConfig) -> dict:
     """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
     validate(cfg, STRATEGIES)
@@ -37,7 +45,7 @@ def run(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
+        metrics = {"experiment": cfg.experiment_name, "variant": variant(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
         metrics |= STRATEGIES[cfg.strategy](exp)
         write_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
@@ -56,10 +64,9 @@ def claim_pool_device(cfg: DictConfig) -> None:
 
     if not HydraConfig.initialized():
         return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.runtime.choices.get("hydra/launcher") == "gpu_pool":
-        device = claim_device(Path(cfg.paths.log_dir) / "gpu_locks", hydra_cfg.launcher.n_jobs)
-        log.info("gpu_pool worker %d runs on %s", os.getpid(), device)
+    if HydraConfig.get().runtime.choices.get("hydra/launcher") == "gpu_pool":
+        device = claim_device(Path(cfg.paths.log_dir) / "gpu_locks")
+        log.info("gpu_pool worker %d runs on %s", os.getpid(), device or "the devices it was given (n_jobs set by hand)")
 
 
 def main(cfg: DictConfig) -> float | None:

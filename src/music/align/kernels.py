@@ -4,17 +4,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from music.evaluation.metrics import restrict
+
 MASKED = -1e9  # logit of a class a sample may not be scored over (finite: keeps KL free of 0·∞)
 
 
-def masked_log_probs(logits: Tensor, allowed: Tensor) -> Tensor:
-    return torch.log_softmax(logits.masked_fill(~allowed, MASKED), dim=-1)
+def log_probs(logits: Tensor, allowed: Tensor) -> Tensor:
+    """Log-probabilities over each sample's allowed classes."""
+    return torch.log_softmax(restrict(logits, allowed, fill=MASKED), dim=-1)
+
+
+def kl_loss(student_logits: Tensor, teacher_probs: Tensor, allowed: Tensor) -> Tensor:
+    """KL(p_teacher ‖ p_student), mean over samples: `kl_div(log_softmax(student), softmax(teacher), 'batchmean')`."""
+    return F.kl_div(log_probs(student_logits, allowed), teacher_probs, reduction="batchmean")
 
 
 def kl_to_teacher(teacher_logits: Tensor, student_logits: Tensor, allowed: Tensor) -> float:
-    """KL(p_teacher ‖ p_student), mean over samples, each distribution over the sample's allowed classes."""
-    teacher = masked_log_probs(teacher_logits, allowed).exp()
-    return float(F.kl_div(masked_log_probs(student_logits, allowed), teacher, reduction="batchmean"))
+    return float(kl_loss(student_logits, log_probs(teacher_logits, allowed).exp(), allowed))
 
 
 def fit_head_kl(
@@ -28,12 +34,12 @@ def fit_head_kl(
     generator: torch.Generator,
 ) -> nn.Linear:
     """FT-Classifier (Kong et al., 2024): train `head` in place so that softmax(head(features)) matches the teachers,
-    loss KL(p_teacher ‖ p_head) (`kl_div(log_softmax(student), softmax(teacher), 'batchmean')`), Adam."""
-    teacher = masked_log_probs(teacher_logits, allowed).exp()
+    loss KL(p_teacher ‖ p_head), Adam."""
+    teacher = log_probs(teacher_logits, allowed).exp()
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     for _ in range(epochs):
         for rows in torch.randperm(len(features), generator=generator).split(batch_size):
-            loss = F.kl_div(masked_log_probs(head(features[rows]), allowed[rows]), teacher[rows], reduction="batchmean")
+            loss = kl_loss(head(features[rows]), teacher[rows], allowed[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -51,7 +57,8 @@ def orthogonal_map(source: Tensor, target: Tensor, subspace_dim: int | None = No
         return u @ vt
     basis = torch.linalg.svd(torch.cat([source, target]), full_matrices=False).Vh[:subspace_dim].T  # d×r
     u, _, vt = torch.linalg.svd((source @ basis).T @ (target @ basis))
-    return basis @ (u @ vt) @ basis.T + torch.eye(source.shape[1]) - basis @ basis.T
+    identity = torch.eye(source.shape[1], dtype=source.dtype, device=source.device)
+    return basis @ (u @ vt) @ basis.T + identity - basis @ basis.T
 
 
 def procrustes_report(source: Tensor, target: Tensor, rotation: Tensor) -> dict:

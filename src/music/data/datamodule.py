@@ -1,5 +1,6 @@
 """LightningDataModule over images held as tensors in memory, served as whole batches by index."""
 
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -94,6 +95,8 @@ class MusicDataModule(L.LightningDataModule):
         if self.split is not None:
             return
         self.train_images, self.train_labels, self.test_images, self.test_labels = load_normalized(self.name, self.data_dir, self.download)
+        # which data this is, for cache keys: a folder's name says little (data=mnist may point at any IDX files)
+        self.fingerprint = hashlib.sha256(self.train_labels.numpy().tobytes() + self.test_labels.numpy().tobytes()).hexdigest()[:16]
         self.split = make_split(
             self.train_labels,
             self.tasks,

@@ -45,10 +45,6 @@ class Split:
         """Task training data of these classes (whether or not they form a configured task)."""
         return self._gather("task_train", classes)
 
-    def first_per_class(self, classes: list[int], k: int) -> torch.Tensor:
-        """k training images of each class (the first of its seeded order): a few-shot sample of a task."""
-        return torch.cat([self.classes[c].task_train[:k] for c in classes])
-
     def task_train(self, i: int) -> torch.Tensor:
         return self.train_of(self.tasks[i])
 

@@ -51,9 +51,9 @@ def allowed_classes(tasks: list[list[int]], head: str, num_classes: int = 10) ->
     return allowed
 
 
-def restrict(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """Logits with the classes a sample may not be scored over set to −inf (allowed: one mask row per sample)."""
-    return logits if allowed is None else logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+def restrict(logits: torch.Tensor, allowed: torch.Tensor | None, fill: float = float("-inf")) -> torch.Tensor:
+    """Logits with the classes a sample may not be scored over set to `fill` (allowed: one mask row per sample)."""
+    return logits if allowed is None else logits.masked_fill(~allowed.to(logits.device), fill)
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ def dare(tau: Tensor, p: float, generator: torch.Generator) -> Tensor:
     """DARE (Yu et al., 2024): drop each entry with probability p, rescale survivors by 1/(1−p) (unbiased)."""
     if p == 0:
         return tau
-    keep = torch.rand(tau.shape, generator=generator, device=tau.device) >= p
+    keep = (torch.rand(tau.shape, generator=generator) >= p).to(tau.device)
     return tau * keep / (1 - p)
 
 
@@ -80,16 +80,17 @@ def regmean_linear(weights: Tensor, grams: Tensor, alpha: float = 1.0) -> Tensor
     weights: T×out×in, grams: T×in×in (G_i = X_iᵀX_i). W*ᵀ = (Σ G̃_i)⁻¹ Σ G̃_i W_iᵀ, solved by least squares
     so a singular Σ G̃_i (e.g. always-blank pixels) gives the minimum-norm solution.
     """
-    shrunk = shrink(grams, alpha)
-    rhs = (shrunk @ weights.transpose(1, 2)).sum(dim=0)
-    return torch.linalg.lstsq(shrunk.sum(dim=0).double(), rhs.double(), driver="gelsd").solution.T.to(weights.dtype)
+    shrunk = shrink(grams.double(), alpha)
+    rhs = (shrunk @ weights.double().transpose(1, 2)).sum(dim=0)
+    return torch.linalg.lstsq(shrunk.sum(dim=0), rhs, driver="gelsd").solution.T.to(weights.dtype)
 
 
 def regmean(vectors: list[TaskVector], grams: list[dict[str, Tensor]], alpha: float) -> TaskVector:
     """RegMean over task vectors: each linear layer `<name>` with a Gram matrix of its inputs augmented by a
     constant 1 (so its bias is solved jointly) is merged in closed form; every other parameter is averaged.
 
-    Linear in the weights, so merging τ_i = θ_i − θ0 equals merging θ_i and subtracting θ0.
+    Linear in the weights, so merging τ_i = θ_i − θ0 equals merging θ_i and subtracting θ0 (when Σ G̃_i is
+    invertible; otherwise it is the minimum-norm change from θ0). Shrinkage also scales the bias's row and column.
     """
     merged = dict((sum(vectors) * (1 / len(vectors))).deltas)
     for layer in grams[0]:

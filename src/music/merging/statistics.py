@@ -28,7 +28,7 @@ def diagonal_fisher(net: nn.Module, images: torch.Tensor, names: list[str], gene
 
 
 def linear_input_grams(net: nn.Module, images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
-    """For every nn.Linear, the Gram matrix X̃ᵀX̃ of its inputs with a constant 1 appended (X̃ = [X, 1])."""
+    """For every nn.Linear, the Gram matrix X̃ᵀX̃ (float64) of its inputs with a constant 1 appended (X̃ = [X, 1])."""
     grams: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -47,4 +47,4 @@ def linear_input_grams(net: nn.Module, images: torch.Tensor, chunk: int = 4096) 
     finally:
         for h in handles:
             h.remove()
-    return {name: g.float() for name, g in grams.items()}
+    return grams  # float64: the solve that uses them is ill-conditioned

@@ -1,7 +1,7 @@
 """Head alignment after a merge, from a few unlabeled images per task (FT-Classifier, Procrustes).
 
-Structurally label-free: the aligners receive images (chosen per class when the split was made) and the
-task id, never a label tensor.
+Structurally label-free: the aligners receive images drawn at random from a task's training data, and the
+task id, never a label tensor. (With one class per task the task id names the class: that is the protocol.)
 """
 
 import copy
@@ -25,7 +25,7 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
     cfg = exp.cfg.align
     tasks = exp.tasks
     teachers = [exp.load_net(exp.finetuned(task)).eval() for task in tasks]
-    shots = [exp.data.train_images[exp.split.first_per_class(task, cfg.shots_per_class)] for task in tasks]
+    shots = [exp.unlabeled_images(task, cfg.shots_per_class * len(task), "align") for task in tasks]
     held_out = [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))]
     masks = [exp.allowed[task[0]] for task in tasks]  # every class of a task shares its row: known from the task id
     merged = merged.eval()

@@ -13,7 +13,8 @@ def pretrain(exp: Experiment) -> dict:
 
 def merged(exp: Experiment) -> dict:
     """θ0 fine-tuned once on the union of all tasks' training data (cached)."""
-    state = exp.trained("merged", {"classes": exp.split.task_classes}, exp.theta0(), exp.split.union_train, "merged")
+    data = {"classes": exp.split.task_classes} | ({"tasks": sorted(sorted(t) for t in exp.tasks)} if exp.head == "per_task" else {})
+    state = exp.trained("merged", data, exp.theta0(), exp.split.union_train, "merged")
     return exp.evaluate(exp.model(state))
 
 

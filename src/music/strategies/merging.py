@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from music.data.sources import NUM_CLASSES
 from music.experiment import Experiment, stage_seed
 from music.strategies.align import align
 from music.merging import TaskVector, kernels, stack
@@ -55,9 +56,7 @@ class Merger:
         self.stats = self._statistics()
 
     def _samples(self, task: list[int]) -> torch.Tensor:
-        """The first `merge.num_samples` training images of a task (statistics need no labels)."""
-        idx = self.exp.split.train_of(task)[: self.exp.cfg.merge.num_samples]
-        return self.exp.data.train_images[idx]
+        return self.exp.unlabeled_images(task, self.exp.cfg.merge.num_samples, self.method)
 
     def _statistics(self):
         tasks, exp = self.exp.tasks, self.exp
@@ -137,29 +136,21 @@ def negation(exp: Experiment) -> dict:
     keep ≥ `negation.control_floor` of θ0's validation accuracy on every other class (λ = 0 always qualifies)."""
     cfg = exp.cfg.negation
     target = sorted(cfg.target)
-    control = [c for c in range(10) if c not in target]
-    groups = [target, control]
-    theta0, (tau,) = task_vectors(exp, [target])
-
-    def evaluate(lam: float) -> tuple[dict, dict]:
+    groups = [target, [c for c in range(NUM_CLASSES) if c not in target]]
+    theta0, (tau,) = task_vectors(exp, [target], exp.cfg.merge.include_head)
+    curve, runs = [], {}
+    for lam in sorted({0.0, *map(float, exp.cfg.merge.lambdas)}):
         preds = exp.predictions(exp.model(tau.apply_to(theta0, -lam)))
         scores = exp.metrics(preds, groups)
-        point = {"lambda": lam} | {f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"] for s in ("val", "test") for i, name in enumerate(("target", "control"))}
-        return point, exp.metrics(preds)
-
-    before, _ = evaluate(0.0)
+        curve.append({"lambda": lam} | {f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"] for s in ("val", "test") for i, name in enumerate(("target", "control"))})
+        runs[lam] = preds
+    before = curve[0]  # λ = 0: θ0 itself
     floor = cfg.control_floor * before["val/control_acc"]
-    best, curve = None, []
-    for lam in sorted({0.0, *map(float, exp.cfg.merge.lambdas)}):
-        point, metrics = evaluate(lam)
-        curve.append(point)
-        if point["val/control_acc"] >= floor and (best is None or point["val/target_acc"] < best[0]["val/target_acc"]):
-            best = (point, metrics)
-    point, metrics = best
+    point = min((p for p in curve if p["val/control_acc"] >= floor), key=lambda p: (p["val/target_acc"], p["lambda"]))
     log.info("negation of %s: λ=%g, test target acc %.4f -> %.4f, control %.4f -> %.4f", target, point["lambda"],
              before["test/target_acc"], point["test/target_acc"], before["test/control_acc"], point["test/control_acc"])
     exp.log_table("negation/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
-    return metrics | {
+    return exp.metrics(runs[point["lambda"]]) | {
         "negation/target": target,
         "lambda": point["lambda"],
         "lambda_curve": curve,

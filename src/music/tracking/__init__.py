@@ -10,10 +10,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from music.atomic import atomic_path
+
 
 def keep_wandb_in(run_dir: Path) -> None:
-    """Every file W&B writes (runs, artifacts cache, staging, settings) goes under this run's folder."""
-    root = run_dir / "wandb"
+    """Every file W&B writes (runs, artifacts cache, staging, settings) goes under this folder."""
+    root = Path(run_dir) / "wandb"
     os.environ["WANDB_DIR"] = str(run_dir)
     for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config")):
         os.environ[var] = str(root / sub)
@@ -45,10 +47,9 @@ def _json_safe(value):
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
-    """metrics.json, written to a temporary file and renamed so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """metrics.json (NaN written as null), whole or absent."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def scalars(metrics: dict) -> dict[str, float]:

@@ -1,0 +1,34 @@
+"""Files that are whole or absent: written beside their destination, flushed to disk, then renamed over it."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path in `path`'s folder to write to; on success it is fsynced and renamed to `path`, on
+    failure removed. A reader (or a run after a crash) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a power loss
+        finally:
+            os.close(folder)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files a killed writer of `path` left behind (only safe to remove while holding its lock)."""
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
