@@ -91,10 +91,10 @@ def test_ft_classifier_never_reads_labels(tmp_path, mnist_dir):
 
 def test_per_task_merge_keeps_every_task_its_own_head(tmp_path, mnist_dir):
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "model.head=per_task", "tasks=[[0,1],[2,3]]")
-    heads = exp.with_task_heads(exp.theta0())
+    heads = exp.with_task_heads(exp.theta0)
     for task in exp.tasks:
         assert torch.equal(heads["head.weight"][task], exp.finetuned(task)["head.weight"][task])
-    assert torch.equal(heads["head.bias"][4:], exp.theta0()["head.bias"][4:])
+    assert torch.equal(heads["head.bias"][4:], exp.theta0["head.bias"][4:])
 
 
 @pytest.mark.parametrize("name", ["merged", "sequential", "individual", "ties", "tangent"])

@@ -114,7 +114,7 @@ class Experiment:
         `finetune.linearized` (tangent-space fine-tuning: fine-tunes and merges live in θ0's tangent space)."""
         if not self.cfg.finetune.get("linearized", False):
             return self.load_net(state)
-        model = LinearizedNet(self.load_net(self.theta0()))
+        model = LinearizedNet(self.load_net(self.theta0))
         model.net.load_state_dict(state)
         return model
 
@@ -139,7 +139,8 @@ class Experiment:
         return net.cpu()
 
     @cached_property
-    def _theta0(self) -> dict[str, torch.Tensor]:
+    def theta0(self) -> dict[str, torch.Tensor]:
+        """θ0's parameters: a given checkpoint, or trained on the pretrain split (cached on disk, loaded once per run)."""
         if self.cfg.pretrain.get("checkpoint"):
             return load_weights(self.cfg.pretrain.checkpoint, self.new_net())
 
@@ -149,10 +150,6 @@ class Experiment:
             return net.state_dict()
 
         return self.cache.get_or_build("theta0", theta0_material(self.cfg, self.data.fingerprint), build)
-
-    def theta0(self) -> dict[str, torch.Tensor]:
-        """θ0's parameters, trained on the pretrain split (cached on disk, loaded once per run)."""
-        return self._theta0
 
     def with_task_heads(self, state: dict[str, torch.Tensor], head: str = "head") -> dict[str, torch.Tensor]:
         """`state` with each task's rows of the head taken from that task's fine-tune (per-task heads: merging
@@ -180,7 +177,7 @@ class Experiment:
         key = tuple(sorted(task))
         if key not in self._finetuned:
             stage = "individual/task_" + "_".join(map(str, key))
-            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0(), self.split.train_of(task), stage)
+            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0, self.split.train_of(task), stage)
         return self._finetuned[key]
 
     def unlabeled_images(self, task: list[int], count: int, purpose: str) -> torch.Tensor:

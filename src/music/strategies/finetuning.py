@@ -8,13 +8,13 @@ from music.experiment import Experiment
 
 def pretrain(exp: Experiment) -> dict:
     """θ0 on the pretrain split."""
-    return exp.evaluate(exp.load_net(exp.theta0()))
+    return exp.evaluate(exp.load_net(exp.theta0))
 
 
 def merged(exp: Experiment) -> dict:
     """θ0 fine-tuned once on the union of all tasks' training data (cached)."""
     data = {"classes": exp.split.task_classes} | ({"tasks": sorted(sorted(t) for t in exp.tasks)} if exp.head == "per_task" else {})
-    state = exp.trained("merged", data, exp.theta0(), exp.split.union_train, "merged")
+    state = exp.trained("merged", data, exp.theta0, exp.split.union_train, "merged")
     return exp.evaluate(exp.model(state))
 
 
@@ -22,7 +22,7 @@ def sequential(exp: Experiment) -> dict:
     """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task.
 
     Each stage is cached under the ordered tasks so far, so a longer sequence reuses its prefix."""
-    state, n, matrix = exp.theta0(), len(exp.tasks), []
+    state, n, matrix = exp.theta0, len(exp.tasks), []
     for i in range(n):
         prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]}
         state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}")
@@ -39,7 +39,7 @@ def individual(exp: Experiment) -> dict:
     image to θ0 (the usual "individual" upper bound of merging papers); `individual_acc_matrix[i][j]` is
     θ_i's test accuracy on task j.
     """
-    theta0 = exp.load_net(exp.theta0())
+    theta0 = exp.load_net(exp.theta0)
     routed = exp.predictions(theta0)
     matrix = []
     for i, task in enumerate(exp.tasks):

@@ -25,7 +25,7 @@ HEAD = "head."
 
 
 def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = True) -> tuple[dict, list[TaskVector]]:
-    theta0 = exp.theta0()
+    theta0 = exp.theta0
     exclude = () if include_head else (HEAD,)
     return theta0, [TaskVector.between(theta0, exp.finetuned(task), exclude=exclude) for task in tasks]
 
