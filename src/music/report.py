@@ -19,6 +19,8 @@ from pathlib import Path
 from scipy import stats
 
 METRICS = ["test/acc", "test/acc_seen", "test/acc_unseen", "forgetting"]
+# shown where some run of a setting has them
+ALIGN_METRICS = ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/residual_orthogonal", "align/residual_lstsq"]
 BASELINE = "merged"
 
 
@@ -53,7 +55,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for (setting, method), by_seed in sorted(groups.items()):
         row = {"setting": setting, "method": method, "n": len(by_seed), "seeds": sorted(by_seed)}
-        for metric in METRICS:
+        for metric in METRICS + ALIGN_METRICS:
             values = [r[metric] for r in by_seed.values() if r.get(metric) is not None]
             mean, half = t_interval(values) if values else (None, None)
             row[metric], row[f"{metric} ci95"] = mean, half
@@ -72,7 +74,8 @@ def _fmt(mean, half) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    columns = ["setting", "method", "n", "seeds"] + [c for m in METRICS + [f"Δ test/acc vs {BASELINE}"] for c in (m, f"{m} ci95")] + ["paired seeds"]
+    metrics = METRICS + ALIGN_METRICS + [f"Δ test/acc vs {BASELINE}"]
+    columns = ["setting", "method", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -84,9 +87,12 @@ def markdown(rows: list[dict]) -> str:
     delta = f"Δ test/acc vs {BASELINE} (paired)"
     lines = ["# Report", "", "Mean ± half-width of the 95% confidence interval (t distribution over seeds).", ""]
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        lines += [f"## {setting}", "", f"| method | n | test acc | seen | unseen | forgetting | {delta} |", "|---|---|---|---|---|---|---|"]
-        for r in (r for r in rows if r["setting"] == setting):
-            cells = [_fmt(r[m], r[f"{m} ci95"]) for m in METRICS]
+        mine = [r for r in rows if r["setting"] == setting]
+        shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
+        header = ["method", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], delta]
+        lines += [f"## {setting}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in mine:
+            cells = [_fmt(r[m], r[f"{m} ci95"]) for m in shown]
             paired = _fmt(r[f"Δ test/acc vs {BASELINE}"], r[f"Δ test/acc vs {BASELINE} ci95"])
             lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
         lines.append("")
@@ -103,7 +109,7 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> list[Path]:
     written = []
     for index, setting in enumerate(dict.fromkeys(r["setting"] for r in rows)):
         mine = [r for r in rows if r["setting"] == setting]
-        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(mine) + 2), 3.5))
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(mine) + 2), 3.5 + 0.05 * max(len(r["method"]) for r in mine)))
         ax.bar([r["method"] for r in mine], [r["test/acc"] for r in mine], yerr=[r["test/acc ci95"] or 0 for r in mine], capsize=4)
         ax.set_ylabel("test accuracy (95% CI)")
         ax.set_title(setting, fontsize=8)

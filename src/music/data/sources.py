@@ -59,7 +59,8 @@ def _download(name: str, data_dir: Path, download: bool) -> Path:
                 cls(root=str(data_dir), train=train, download=True)
             return raw
         except (RuntimeError, OSError) as e:
-            reason = f"download failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            reason = f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
     files = ", ".join(n for pair in IDX_FILES.values() for n in pair)
     raise DataError(
         f"data.name={name}: no dataset files in {data_dir} and {reason}. Put the four IDX files ({files}; plain or"
