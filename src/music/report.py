@@ -121,6 +121,8 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> list[Path]:
             mean = [[statistics.fmean(m[i][j] for m in matrices) for j in range(len(matrices[0][0]))] for i in range(len(matrices[0]))]
             fig, ax = plt.subplots(figsize=(4, 3.5))
             image = ax.imshow(mean, vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(len(mean[0])))
+            ax.set_yticks(range(len(mean)))
             ax.set_xlabel("test accuracy on task j")
             ax.set_ylabel("after stage i")
             ax.set_title(f"sequential, mean of {len(matrices)} seeds", fontsize=8)
