@@ -24,7 +24,7 @@ def test_task_vectors_and_their_arithmetic_match_hand_computed_values():
     assert torch.equal(tau_a.apply_to(THETA0, -1.0)["w"], torch.tensor([0.0, 2.0, 5.0]))
 
 
-def test_excluded_head_is_left_as_theta0:
+def test_excluded_head_is_left_as_theta0():
     tau = TaskVector.between(THETA0, THETA_A, exclude=("head.",))
     assert set(tau.deltas) == {"w"}
     assert torch.equal(tau.apply_to(THETA0)["head.b"], THETA0["head.b"])
