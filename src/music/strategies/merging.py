@@ -12,9 +12,9 @@ import torch
 
 from music.data.sources import NUM_CLASSES
 from music.experiment import Experiment, stage_seed
-from music.strategies.align import align
 from music.merging import TaskVector, kernels, stack
 from music.merging.statistics import diagonal_fisher, linear_input_grams
+from music.strategies.align import align
 
 log = logging.getLogger(__name__)
 
