@@ -59,9 +59,6 @@ class TaskVector:
             raise ValueError(f"unflatten: expected a 1-D tensor of {sum(sizes)} values, got shape {list(flat.shape)}")
         return TaskVector({k: part.view_as(v) for (k, v), part in zip(self.deltas.items(), flat.split(sizes))})
 
-    def norm(self) -> float:
-        return float(self.flatten().norm())
-
     def apply_to(self, pretrained: StateDict, scale: float = 1.0) -> dict[str, Tensor]:
         """θ0 + scale·τ; entries of θ0 that τ does not cover (an excluded head, buffers) are copied unchanged."""
         unknown = sorted(set(self.deltas) - set(pretrained))
