@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from music.evaluation import accuracy_metrics, backward_transfer, confusion_matrix, forgetting
+from music.evaluation import accuracy_metrics, allowed_classes, backward_transfer, confusion_matrix, dense_stem, forgetting, predict, predict_along
+from music.merging import TaskVector
+from music.models.networks import CNN, MLP
 
 
 def test_accuracies_from_a_confusion_matrix():
@@ -31,3 +33,32 @@ def test_forgetting_and_backward_transfer_by_hand():
     # bwt: (0.5 − 0.9 + 0.7 − 0.8) / 2 = −0.25
     assert backward_transfer(matrix) == pytest.approx(-0.25)
     assert forgetting([[0.7]]) is None and backward_transfer([[0.7]]) is None
+
+
+@pytest.mark.parametrize("excluded", [(), ("head.",), ("features.1.",)])
+def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
+    """predict_along shares the dense first layer across λ; it must give what predicting with each θ0 + λ·τ gives,
+    whichever parameters τ leaves out (the head; the first layer itself), under per-task masks, over several chunks."""
+    torch.manual_seed(0)
+    net = MLP(hidden=[32, 16])
+    theta0 = {k: v.clone() for k, v in net.state_dict().items()}
+    tau = TaskVector({k: torch.randn_like(v) * 0.3 for k, v in theta0.items() if not k.startswith(excluded)})
+    images, labels = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    allowed = allowed_classes([[0, 1], [2, 3, 4]], "per_task")[labels]
+    lambdas = [0.5, 0.0, 1.0, 3.0]  # the first point is not θ0: the path is anchored anywhere
+
+    def net_at(lam):
+        model = MLP(hidden=[32, 16])
+        model.load_state_dict(tau.apply_to(theta0, lam))
+        return model
+
+    expected = [predict(net_at(lam), images, 128, allowed) for lam in lambdas]
+    got = predict_along([net_at(lam) for lam in lambdas], lambdas, tau.deltas, images, 128, allowed)
+    assert all(torch.equal(e, g) for e, g in zip(expected, got))
+    assert len({tuple(p.tolist()) for p in got}) > 1  # the models differ: the check compares distinct predictions
+    assert all(((p >= 2) == (labels >= 2))[labels <= 4].all() for p in got)  # each sample scored within its task
+
+
+def test_dense_stem_finds_a_leading_linear_layer_only():
+    assert dense_stem(MLP(hidden=[8])) == 1  # after Flatten
+    assert dense_stem(CNN(channels=[4], hidden=8)) is None  # opens with a convolution

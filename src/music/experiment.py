@@ -17,8 +17,9 @@ from torch import nn
 from music.cache import ArtifactCache
 from music.data import MusicDataModule
 from music.data.split import SPLIT_VERSION
-from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, predict
+from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.models import Classifier, LinearizedNet, plain_state
+from music.merging import TaskVector
 from music.models.checkpoint import load_weights
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,16 @@ class Experiment:
     def predictions(self, net: nn.Module) -> Predictions:
         batch = self.cfg.data.eval_batch_size
         return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
+
+    def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
+        """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
+        layer's work across λ where the network has one; see predict_along)."""
+        models = [self.model(direction.apply_to(theta0, lam)) for lam in lambdas]
+        if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
+            return [self.predictions(model) for model in models]
+        batch = self.cfg.data.eval_batch_size
+        along = {split: predict_along(models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
+        return [{split: preds[i] for split, preds in along.items()} for i in range(len(lambdas))]
 
     def metrics(self, preds: Predictions, tasks: list[list[int]] | None = None) -> dict[str, float | None]:
         """`<split>/acc…` figures of predictions, per task of `tasks` (default: the configured tasks)."""

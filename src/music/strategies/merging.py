@@ -99,15 +99,15 @@ def merge(exp: Experiment) -> dict:
     for values in itertools.product(*(cfg[name] for name in names)):
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = merger.direction(knobs)
-        for lam in cfg.lambdas:
-            state = direction.apply_to(theta0, float(lam))
-            metrics = exp.evaluate(exp.model(state))
-            point = knobs | {"lambda": float(lam), "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]}
+        lambdas = [float(lam) for lam in cfg.lambdas]
+        for lam, preds in zip(lambdas, exp.predictions_along(theta0, direction, lambdas)):
+            metrics = exp.metrics(preds)
+            point = knobs | {"lambda": lam, "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]}
             curve.append(point)
             if best is None or point["val/acc"] > best[0]["val/acc"]:
-                best = (point, metrics, state)
+                best = (point, metrics, direction)
     exp.timings |= {"merge/statistics": statistics_s, "merge/search": time.perf_counter() - start - statistics_s}
-    point, metrics, state = best
+    point, metrics, direction = best
     picked = {name: point[name] for name in names}
     log.info("%s: picked λ=%g %s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], picked, point["val/acc"], point["test/acc"])
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
@@ -116,7 +116,7 @@ def merge(exp: Experiment) -> dict:
         report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(merger.tau, picked["keep_fraction"]))
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
-        aligned, figures = align(exp, exp.model(state))
+        aligned, figures = align(exp, exp.model(direction.apply_to(theta0, point["lambda"])))
         exp.timings["align"] = time.perf_counter() - start
         before = {f"{split}/acc_before_align": metrics[f"{split}/acc"] for split in ("val", "test")}
         metrics = exp.evaluate(aligned) | before | figures
@@ -138,9 +138,9 @@ def negation(exp: Experiment) -> dict:
     target = sorted(cfg.target)
     groups = [target, [c for c in range(NUM_CLASSES) if c not in target]]
     theta0, (tau,) = task_vectors(exp, [target], exp.cfg.merge.include_head)
+    lambdas = sorted({0.0, *map(float, exp.cfg.merge.lambdas)})
     curve, runs = [], {}
-    for lam in sorted({0.0, *map(float, exp.cfg.merge.lambdas)}):
-        preds = exp.predictions(exp.model(tau.apply_to(theta0, -lam)))
+    for lam, preds in zip(lambdas, exp.predictions_along(theta0, -tau, lambdas)):
         scores = exp.metrics(preds, groups)
         curve.append({"lambda": lam} | {f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"] for s in ("val", "test") for i, name in enumerate(("target", "control"))})
         runs[lam] = preds
