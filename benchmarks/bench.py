@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 
 from music.experiment import network_config
 from music.merging import kernels
-from music.models import Classifier
+from music.models.classifier import Classifier
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from music.experiment import Experiment
 from music.run import run
 from music.strategies.align import align
 from music.strategies.merging import task_vectors
-from music.data import MusicDataModule
+from music.data import TaskData
 
 from conftest import FAST, make_cfg
 
@@ -72,7 +72,7 @@ def test_head_protocol_masks():
 
 def experiment(tmp_path, mnist_dir, *overrides) -> Experiment:
     cfg = make_cfg(tmp_path, mnist_dir, *FAST, *overrides)
-    data = MusicDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    data = TaskData(**{k: v for k, v in cfg.data.items() if k != "_target_"})
     data.setup()
     return Experiment(cfg, data, ArtifactCache(tmp_path / "cache"), [])
 

@@ -1,18 +1,23 @@
 """End to end on small MNIST IDX files the tests write (torchvision's real MNIST code path)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from functools import partial
 
+import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from music.data import load_dataset
+from music.data import TaskData, load_dataset
+from music.data.datamodule import MusicDataModule
 from music.errors import DataError
 from music.experiment import Experiment
-from music.models import MLP, Classifier
+from music.models import MLP
+from music.models.classifier import Classifier
 from music.run import run
 
 from conftest import CONFIGS, FAST, ROOT, make_cfg
@@ -99,6 +104,17 @@ def test_checkpoints_reload_with_weights_only(tmp_path, mnist_dir):
     assert torch.equal(module.net.head.weight, payload["state_dict"]["net.head.weight"])
 
 
+def test_music_datamodule_feeds_lightning_the_pretrain_split(tmp_path, mnist_dir):
+    cfg = make_cfg(tmp_path, mnist_dir, "data._target_=music.data.datamodule.MusicDataModule", "data.batch_size=64")
+    data = instantiate(cfg.data, _convert_="all")
+    assert isinstance(data, MusicDataModule) and isinstance(data, TaskData)  # experiments accept it too
+    module = Classifier(MLP(), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)])
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    # 60 training images per class: 10% held out for validation, half of the rest is θ0's -> 27 per class
+    assert len(data.split.pretrain_train) == 270 and trainer.global_step == math.ceil(270 / 64)
+
+
 def test_missing_dataset_without_network_says_where_to_put_the_files(tmp_path, monkeypatch):
     import torchvision.datasets
 
@@ -122,6 +138,22 @@ def test_multirun_over_every_experiment(tmp_path, mnist_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     found = sorted(json.loads(p.read_text())["experiment"] for p in (tmp_path / "logs").rglob("metrics.json"))
     assert found == sorted(RUN_NAME.get(n, n) for n in EXPERIMENTS)
+
+
+def test_a_run_whose_models_come_from_the_cache_never_imports_lightning(tmp_path, mnist_dir):
+    """Importing Lightning takes seconds (torchmetrics, torchvision and scipy come with it): only training pays it."""
+    probe = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "print('lightning imported:', 'lightning' in sys.modules)"
+    )
+    args = [str(ROOT / "train.py"), "experiment=task_arithmetic", f"data.data_dir={mnist_dir}", f"cache.dir={tmp_path / 'cache'}",
+            f"paths.log_dir={tmp_path / 'logs'}", "logger=none", "tasks=[[1],[2]]", *FAST]
+    outputs = []
+    for _ in ("cold", "warm"):
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout.strip().splitlines()[-1])
+    assert outputs == ["lightning imported: True", "lightning imported: False"]
 
 
 def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_dir):

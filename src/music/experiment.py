@@ -5,22 +5,23 @@ import hashlib
 import logging
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.cache import ArtifactCache
-from music.data import MusicDataModule
+from music.data import TaskData
 from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
-from music.models import Classifier, LinearizedNet, plain_state
+from music.models import LinearizedNet, plain_state
 from music.merging import TaskVector
 from music.models.checkpoint import load_weights
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,14 @@ Predictions = dict[str, torch.Tensor]  # split ("val", "test") -> predicted clas
 def stage_seed(seed: int, stage: str) -> int:
     """A seed per (run seed, stage): a stage trains the same whether or not earlier stages came from the cache."""
     return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
+
+
+def seed_everything(seed: int) -> None:
+    # Lightning is imported only when something trains: it takes seconds to import (torchmetrics, torchvision,
+    # scipy come with it), which a run whose models all come from the cache should not pay
+    import lightning as L
+
+    L.seed_everything(seed, verbose=False)
 
 
 def _plain(node) -> Any:
@@ -86,7 +95,7 @@ def training_material(cfg: DictConfig, fingerprint: str, data: dict) -> dict:
 
 
 class Experiment:
-    def __init__(self, cfg: DictConfig, data: MusicDataModule, cache: ArtifactCache, loggers: list[Logger]):
+    def __init__(self, cfg: DictConfig, data: TaskData, cache: ArtifactCache, loggers: list["Logger"]):
         self.cfg, self.data, self.cache, self.loggers = cfg, data, cache, loggers
         self.tasks: list[list[int]] = [list(t) for t in cfg.tasks]
         self.split = data.split
@@ -122,8 +131,10 @@ class Experiment:
     def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True) -> nn.Module:
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
         head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False."""
+        from music.models.classifier import Classifier  # with Lightning: see seed_everything
+
         seed = stage_seed(self.cfg.seed, stage)
-        L.seed_everything(seed, verbose=False)
+        seed_everything(seed)
         module = Classifier(
             net,
             optimizer=instantiate(hparams.optimizer),
@@ -146,7 +157,7 @@ class Experiment:
             return load_weights(self.cfg.pretrain.checkpoint, self.new_net())
 
         def build():
-            L.seed_everything(stage_seed(self.cfg.seed, "pretrain/init"), verbose=False)
+            seed_everything(stage_seed(self.cfg.seed, "pretrain/init"))
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False)
             return net.state_dict()
 

@@ -4,11 +4,11 @@ from music.evaluation.metrics import (
     allowed_classes,
     backward_transfer,
     confusion_matrix,
-    forgetting,
     dense_stem,
+    forgetting,
     predict,
     predict_along,
     restrict,
 )
 
-__all__ = ["HEADS", "accuracy_metrics", "allowed_classes", "backward_transfer", "confusion_matrix", "forgetting", "dense_stem", "predict", "predict_along", "restrict"]
+__all__ = ["HEADS", "accuracy_metrics", "allowed_classes", "backward_transfer", "confusion_matrix", "dense_stem", "forgetting", "predict", "predict_along", "restrict"]

@@ -9,7 +9,6 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def _ratio(correct: torch.Tensor, total: torch.Tensor) -> float | None:
@@ -111,7 +110,8 @@ def predict_along(
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    return multiclass_confusion_matrix(preds, labels, num_classes)
+    """Counts of (true class, predicted class) pairs: rows are true classes."""
+    return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def forgetting(matrix: list[list[float]]) -> float | None:

@@ -1,5 +1,5 @@
-from music.models.classifier import Classifier
+# Classifier (the LightningModule) is imported from music.models.classifier: only training needs Lightning
 from music.models.linearized import LinearizedNet, plain_state
 from music.models.networks import CNN, MLP
 
-__all__ = ["CNN", "MLP", "Classifier", "LinearizedNet", "plain_state"]
+__all__ = ["CNN", "MLP", "LinearizedNet", "plain_state"]

@@ -5,12 +5,15 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from music.atomic import atomic_path
+
+if TYPE_CHECKING:  # a run with logger=none never imports Lightning
+    from lightning.pytorch.loggers import Logger
 
 
 def keep_wandb_in(run_dir: Path) -> None:
@@ -21,13 +24,13 @@ def keep_wandb_in(run_dir: Path) -> None:
         os.environ[var] = str(root / sub)
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+def instantiate_loggers(cfg: DictConfig | None) -> list["Logger"]:
     if not cfg:
         return []
     return [instantiate(node) for node in cfg.values() if node and "_target_" in node]
 
 
-def close_loggers(loggers: list[Logger], failed: bool) -> None:
+def close_loggers(loggers: list["Logger"], failed: bool) -> None:
     """Finish every logger, W&B included even when the job failed, so multirun jobs don't bleed into each other."""
     for logger in loggers:
         logger.finalize("failed" if failed else "success")
