@@ -33,7 +33,7 @@ train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
 report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=logs/train/multiruns/<time> (default: the latest)
 	$(PY) -m music.report $(SWEEP)
 
-bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~3 min)
+bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~2 min)
 	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
 
 clean:  ## remove run outputs, the artifact cache and Python caches (keeps downloaded data)
