@@ -16,8 +16,8 @@ from music.cache import ArtifactCache
 from music.data import TaskData
 from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
-from music.models import LinearizedNet, plain_state
 from music.merging import TaskVector
+from music.models import LinearizedNet, plain_state
 from music.models.checkpoint import load_weights
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ def stage_seed(seed: int, stage: str) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    # Lightning is imported only when something trains: it takes seconds to import (torchmetrics, torchvision,
-    # scipy come with it), which a run whose models all come from the cache should not pay
+    """Lightning's seed_everything. Lightning is imported only when something trains: importing it takes seconds
+    (torchmetrics, torchvision and scipy come with it), which a run whose models all come from the cache should not pay."""
     import lightning as L
 
     L.seed_everything(seed, verbose=False)
