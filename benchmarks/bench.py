@@ -4,7 +4,7 @@
 
 - epoch: one training epoch of the default MLP on 60k Fashion-MNIST images through the project's Trainer path,
   next to a plain PyTorch loop on the same model, data and batch size, measured in this process in back-to-back
-  pairs (ratio: the median of the pairs' ratios);
+  pairs, alternating which runs first (ratio: the median of the pairs' ratios);
 - ties: TIES-merging of 10 task vectors of 1M parameters;
 - head_to_head: one seed of the whole comparison as one multirun process (start-up included), with a cold
   and then a warm cache, and its peak resident memory.
@@ -71,11 +71,16 @@ def epoch_figures(data_dir: str, repeats: int) -> dict:
         cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench"])
     data = instantiate(cfg.data, _convert_="all")
     data.setup()
-    plain, project = [], []
-    for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
-        plain.append(plain_epoch(instantiate(network_config(cfg)), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr))
-        project.append(trainer_epoch(cfg, data))
-    # the ratio is taken within each back-to-back pair: this shared machine's speed drifts by ±20% over a minute
+    paths = {
+        "plain": lambda: plain_epoch(instantiate(network_config(cfg)), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr),
+        "project": lambda: trainer_epoch(cfg, data),
+    }
+    runs = {name: [] for name in paths}
+    for i in range(repeats):  # back-to-back pairs, each path first in every other pair: drift and order hit both alike
+        for name in list(paths)[:: 1 if i % 2 == 0 else -1]:
+            runs[name].append(paths[name]())
+    plain, project = runs["plain"], runs["project"]
+    # the ratio is taken within each pair: this shared machine's speed drifts by ±20% over a minute
     return {"images": len(data.train_labels), "batch_size": cfg.data.batch_size, "plain_loop_s": statistics.median(plain),
             "trainer_s": statistics.median(project), "ratio": statistics.median(t / p for t, p in zip(project, plain)),
             "ratio_of_medians": statistics.median(project) / statistics.median(plain), "plain_loop_runs_s": plain, "trainer_runs_s": project}

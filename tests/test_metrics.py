@@ -9,9 +9,9 @@ from music.models.networks import CNN, MLP
 def test_accuracies_from_a_confusion_matrix():
     # 3 classes; rows = true class. class 0: 3/4 right, class 1: 1/2, class 2: 0/0 (no sample)
     labels = torch.tensor([0, 0, 0, 0, 1, 1])
-    preds = torch.tensor([0, 0, 0, 1, 1, 0])
+    preds = torch.tensor([0, 0, 0, 1, 1, 2])
     confusion = confusion_matrix(preds, labels, num_classes=3)
-    assert confusion.tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 0]]
+    assert confusion.tolist() == [[3, 1, 0], [0, 1, 1], [0, 0, 0]]
     m = accuracy_metrics(confusion, tasks=[[1], [0, 2]])
     assert m["acc"] == pytest.approx(4 / 6)
     assert (m["acc_class_0"], m["acc_class_1"], m["acc_class_2"]) == (0.75, 0.5, None)
@@ -45,7 +45,7 @@ def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
     tau = TaskVector({k: torch.randn_like(v) * 0.3 for k, v in theta0.items() if not k.startswith(excluded)})
     images, labels = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
     allowed = allowed_classes([[0, 1], [2, 3, 4]], "per_task")[labels]
-    lambdas = [0.5, 0.0, 1.0, 3.0]  # the first point is not θ0: the path is anchored anywhere
+    lambdas = [0.5, 0.0, 1.0, 3.0]
 
     def net_at(lam):
         model = MLP(hidden=[32, 16])
@@ -53,7 +53,7 @@ def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
         return model
 
     expected = [predict(net_at(lam), images, 128, allowed) for lam in lambdas]
-    got = predict_along([net_at(lam) for lam in lambdas], lambdas, tau.deltas, images, 128, allowed)
+    got = predict_along(net_at(0.0), [net_at(lam) for lam in lambdas], lambdas, tau.deltas, images, 128, allowed)
     assert all(torch.equal(e, g) for e, g in zip(expected, got))
     assert len({tuple(p.tolist()) for p in got}) > 1  # the models differ: the check compares distinct predictions
     assert all(((p >= 2) == (labels >= 2))[labels <= 4].all() for p in got)  # each sample scored within its task
@@ -62,3 +62,6 @@ def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
 def test_dense_stem_finds_a_leading_linear_layer_only():
     assert dense_stem(MLP(hidden=[8])) == 1  # after Flatten
     assert dense_stem(CNN(channels=[4], hidden=8)) is None  # opens with a convolution
+    normalized = MLP(hidden=[8])
+    normalized.features.insert(1, torch.nn.BatchNorm1d(784, affine=False))  # no parameters, but running statistics
+    assert dense_stem(normalized) is None

@@ -207,11 +207,12 @@ class Experiment:
     def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""
+        base = self.model(theta0)
         models = [self.model(direction.apply_to(theta0, lam)) for lam in lambdas]
-        if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
+        if dense_stem(base) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
         batch = self.cfg.data.eval_batch_size
-        along = {split: predict_along(models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
+        along = {split: predict_along(base, models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
         return [{split: preds[i] for split, preds in along.items()} for i in range(len(lambdas))]
 
     def metrics(self, preds: Predictions, tasks: list[list[int]] | None = None) -> dict[str, float | None]:

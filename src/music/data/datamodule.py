@@ -10,5 +10,5 @@ from music.data.task_data import TaskData
 
 
 class MusicDataModule(TaskData, L.LightningDataModule):
-    """TaskData with Lightning's data hooks: train/val dataloaders serve θ0's pretrain split, test the test set.
-    Configure it with `data._target_=music.data.datamodule.MusicDataModule` (same arguments as TaskData)."""
+    """TaskData (whose train/val/test_dataloader are Lightning's hooks: θ0's pretrain split, the test set) as a
+    LightningDataModule. Configure it with `data._target_=music.data.datamodule.MusicDataModule` (TaskData's arguments)."""

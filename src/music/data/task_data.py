@@ -1,7 +1,6 @@
 """The data every run works with: images held as tensors in memory, split per class, served as whole batches by index."""
 
 import hashlib
-import logging
 import math
 from pathlib import Path
 
@@ -10,8 +9,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from music.data.sources import NUM_CLASSES, load_dataset
 from music.data.split import Split, make_split
-
-log = logging.getLogger(__name__)
 
 
 class IndexedTensors(Dataset):

@@ -70,42 +70,49 @@ def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 4096, allowe
 
 
 def dense_stem(net: nn.Module) -> int | None:
-    """Position in `net.features` of its first parametrised module when that is an nn.Linear preceded only by
-    parameter-free modules (Flatten): a dense first layer, whose output is linear in its parameters. None otherwise."""
+    """Position in `net.features` of its first module with parameters when that is an nn.Linear preceded only by
+    modules without parameters or buffers (Flatten): a dense first layer, whose output is linear in its parameters.
+    None otherwise."""
     features = getattr(net, "features", None)
     if isinstance(features, nn.Sequential):
         for i, module in enumerate(features):
             if next(module.parameters(), None) is not None:
                 return i if type(module) is nn.Linear else None
+            if next(module.buffers(), None) is not None:
+                return None
     return None
 
 
 @torch.no_grad()
 def predict_along(
-    nets: list[nn.Module], lambdas: list[float], delta: dict[str, torch.Tensor], images: torch.Tensor, batch_size: int = 4096, allowed: torch.Tensor | None = None
+    base: nn.Module,
+    nets: list[nn.Module],
+    lambdas: list[float],
+    delta: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int = 4096,
+    allowed: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
-    """What `predict` gives for each of `nets`, the networks θ0 + λ·τ at `lambdas` (τ = `delta`, keyed like their state
-    dicts; networks with a dense_stem), sharing the work of the dense first layer: its output is affine in λ,
-    h(λ) = h(λ_0) + (λ − λ_0)·(x·ΔWᵀ + Δb), so it is computed twice rather than once per λ. On 28×28 images that
-    layer is most of an MLP's compute. Equal to per-network predictions up to float rounding."""
-    first = nets[0]
-    position = dense_stem(first)
-    stem = first.features[position]
+    """What `predict` gives for each of `nets`, the networks θ0 + λ·τ at `lambdas` (`base`: the network at θ0, with a
+    dense_stem; τ = `delta`, keyed like their state dicts), sharing the work of the dense first layer: its output is
+    affine in λ, h(λ) = (x·W0ᵀ + b0) + λ·(x·ΔWᵀ + Δb), so two matrix products serve the whole path instead of one
+    per λ. On 28×28 images that layer is most of an MLP's compute. Equal to per-network predictions up to float
+    rounding. All networks are left in eval mode."""
+    position = dense_stem(base)
+    stem = base.eval().features[position]
     device = stem.weight.device
     name = f"features.{position}."
     delta_w = delta.get(name + "weight", torch.zeros_like(stem.weight)).to(device)
     delta_b = None if stem.bias is None else delta.get(name + "bias", torch.zeros_like(stem.bias)).to(device)
     stems = []
     for chunk in images.split(batch_size):
-        x = first.features[:position](chunk.to(device))
+        x = base.features[:position](chunk.to(device))
         stems.append((stem(x), F.linear(x, delta_w, delta_b)))
     masks = allowed.split(batch_size) if allowed is not None else [None] * len(stems)
     preds = []
     for net, lam in zip(nets, lambdas):
-        net.eval()
-        rest = net.features[position + 1 :]
-        step = lam - lambdas[0]
-        preds.append(torch.cat([restrict(net.head(rest(h + step * dh)), m).argmax(dim=1).cpu() for (h, dh), m in zip(stems, masks)]))
+        rest = net.eval().features[position + 1 :]
+        preds.append(torch.cat([restrict(net.head(rest(h + lam * dh)), m).argmax(dim=1).cpu() for (h, dh), m in zip(stems, masks)]))
     return preds
 
 
