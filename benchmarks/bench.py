@@ -1,6 +1,6 @@
 """The performance figures, each the median of several runs, written as JSON with the machine's description.
 
-    python benchmarks/bench.py [--repeats 9] [--h2h-repeats 3] [--out logs/bench/bench.json]
+    python benchmarks/bench.py [--repeats 15] [--h2h-repeats 3] [--out logs/bench/bench.json]
 
 - epoch: one training epoch of the default MLP on 60k Fashion-MNIST images through the project's Trainer path,
   next to a plain PyTorch loop on the same model, data and batch size, measured in this process in back-to-back
@@ -113,7 +113,7 @@ def head_to_head(data_dir: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--h2h-repeats", type=int, default=3)
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", default=str(ROOT / "logs" / "bench" / "bench.json"))
