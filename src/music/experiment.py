@@ -163,11 +163,11 @@ class Experiment:
 
         return self.cache.get_or_build("theta0", theta0_material(self.cfg, self.data.fingerprint), build)
 
-    def with_task_heads(self, state: dict[str, torch.Tensor], head: str = "head") -> dict[str, torch.Tensor]:
+    def with_task_heads(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`state` with each task's rows of the head taken from that task's fine-tune (per-task heads: merging
         leaves every task its own head)."""
         state = dict(state)
-        for name in (f"{head}.weight", f"{head}.bias"):
+        for name in ("head.weight", "head.bias"):
             rows = state[name].clone()
             for task in self.tasks:
                 rows[task] = self.finetuned(task)[name][task]
@@ -207,11 +207,10 @@ class Experiment:
     def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""
-        base = self.model(theta0)
         models = [self.model(direction.apply_to(theta0, lam)) for lam in lambdas]
-        if dense_stem(base) is None:  # e.g. a CNN, or a linearized network
+        if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
-        batch = self.cfg.data.eval_batch_size
+        base, batch = self.model(theta0), self.cfg.data.eval_batch_size
         along = {split: predict_along(base, models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
         return [{split: preds[i] for split, preds in along.items()} for i in range(len(lambdas))]
 
