@@ -53,7 +53,7 @@ def test_keys_depend_on_the_data_itself_and_on_a_given_checkpoint(tmp_path):
     given = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}")
     reseeded = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}", "seed=3")
     # the seed and split still shape the fine-tunes of a given θ0
-    assert cache_key(training_material(given, "fp", {"task": [1]})) != cache_key(training_material(reseeded, "fp", {"task": [1]}))
+    assert cache_key(training_material(given, theta0_material(given, "fp"), {"task": [1]})) != cache_key(training_material(reseeded, theta0_material(reseeded, "fp"), {"task": [1]}))
     before = cache_key(theta0_material(given, "fp"))
     checkpoint.write_bytes(b"two")
     assert cache_key(theta0_material(given, "fp")) != before
@@ -84,5 +84,5 @@ def test_cache_keys_change_exactly_with_the_knobs_that_matter(tmp_path, override
     base = make_cfg(tmp_path, tmp_path)
     changed = make_cfg(tmp_path, tmp_path, override)
     assert (cache_key(theta0_material(base, "fp")) != cache_key(theta0_material(changed, "fp"))) == theta0_changes
-    key = lambda cfg: cache_key(training_material(cfg, "fp", {"task": [1]}))  # noqa: E731
+    key = lambda cfg: cache_key(training_material(cfg, theta0_material(cfg, "fp"), {"task": [1]}))  # noqa: E731
     assert (key(base) != key(changed)) == finetune_changes

@@ -88,10 +88,10 @@ def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
     return data_material(cfg, fingerprint) | {"model": network_config(cfg)} | source
 
 
-def training_material(cfg: DictConfig, fingerprint: str, data: dict) -> dict:
-    """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's, the shared budget,
-    the head protocol, and `data` (which classes, grouped how, in which order)."""
-    return {"theta0": theta0_material(cfg, fingerprint), "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared"), "data": data}
+def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
+    """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's (`theta0`, its
+    theta0_material), the shared budget, the head protocol, and `data` (which classes, grouped how, in which order)."""
+    return {"theta0": theta0, "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared"), "data": data}
 
 
 class Experiment:
@@ -161,7 +161,12 @@ class Experiment:
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False)
             return net.state_dict()
 
-        return self.cache.get_or_build("theta0", theta0_material(self.cfg, self.data.fingerprint), build)
+        return self.cache.get_or_build("theta0", self._theta0_material, build)
+
+    @cached_property
+    def _theta0_material(self) -> dict:
+        """θ0's cache material, computed once per run (a given checkpoint is hashed once, not per fine-tune)."""
+        return theta0_material(self.cfg, self.data.fingerprint)
 
     def with_task_heads(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`state` with each task's rows of the head taken from that task's fine-tune (per-task heads: merging
@@ -181,7 +186,7 @@ class Experiment:
         def build():
             return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune))
 
-        return self.cache.get_or_build(name, training_material(self.cfg, self.data.fingerprint, data), build)
+        return self.cache.get_or_build(name, training_material(self.cfg, self._theta0_material, data), build)
 
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
