@@ -28,6 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from music.experiment import network_config
+from music.run import load_data
 from music.merging import kernels
 from music.models.classifier import Classifier
 
@@ -57,7 +58,8 @@ def plain_epoch(net, images, labels, batch_size, lr) -> float:
 
 def trainer_epoch(cfg, data) -> float:
     module = Classifier(instantiate(network_config(cfg)), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks])
-    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0)
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
+    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, callbacks=callbacks)
     loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
     start = time.perf_counter()
     trainer.fit(module, loader)
@@ -69,8 +71,7 @@ def epoch_figures(data_dir: str, repeats: int) -> dict:
     constant)."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench"])
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup()
+    data = load_data(cfg)
     paths = {
         "plain": lambda: plain_epoch(instantiate(network_config(cfg)), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr),
         "project": lambda: trainer_epoch(cfg, data),

@@ -7,10 +7,9 @@ from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_r
 from music.cache import ArtifactCache
 from music.evaluation import allowed_classes, predict
 from music.experiment import Experiment
-from music.run import run
+from music.run import load_data, run
 from music.strategies.align import align
 from music.strategies.merging import task_vectors
-from music.data import TaskData
 
 from conftest import FAST, make_cfg
 
@@ -72,8 +71,7 @@ def test_head_protocol_masks():
 
 def experiment(tmp_path, mnist_dir, *overrides) -> Experiment:
     cfg = make_cfg(tmp_path, mnist_dir, *FAST, *overrides)
-    data = TaskData(**{k: v for k, v in cfg.data.items() if k != "_target_"})
-    data.setup()
+    data = load_data(cfg)
     return Experiment(cfg, data, ArtifactCache(tmp_path / "cache"), [])
 
 

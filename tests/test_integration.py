@@ -18,7 +18,7 @@ from music.errors import DataError
 from music.experiment import Experiment
 from music.models import MLP
 from music.models.classifier import Classifier
-from music.run import run
+from music.run import load_data, run
 
 from conftest import CONFIGS, FAST, ROOT, make_cfg
 
@@ -90,7 +90,7 @@ def test_second_task_arithmetic_run_trains_nothing(tmp_path, mnist_dir, monkeypa
     with caplog.at_level("INFO", logger="music.cache"):
         ta = run_experiment(tmp_path / "b", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")
         again = run_experiment(tmp_path / "c", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")
-    assert caplog.text.count("cache hit: finetune") == 4 and "cache miss" not in caplog.text
+    assert caplog.text.count("cache hit: individual/task_") == 4 and "cache miss" not in caplog.text
     assert ta == again and first["seed"] == ta["seed"]
 
 
@@ -106,7 +106,7 @@ def test_checkpoints_reload_with_weights_only(tmp_path, mnist_dir):
 
 def test_music_datamodule_feeds_lightning_the_pretrain_split(tmp_path, mnist_dir):
     cfg = make_cfg(tmp_path, mnist_dir, "data._target_=music.data.datamodule.MusicDataModule", "data.batch_size=64")
-    data = instantiate(cfg.data, _convert_="all")
+    data = load_data(cfg)
     assert isinstance(data, MusicDataModule) and isinstance(data, TaskData)  # experiments accept it too
     module = Classifier(MLP(), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)])
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

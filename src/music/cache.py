@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from music.atomic import atomic_path, stale_temporaries
+from music.tracking import CONSOLE
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ class ArtifactCache:
     def path(self, name: str, material: dict) -> Path:
         return self.dir / f"{name}-{cache_key(material)}.safetensors"
 
-    def get_or_build(self, name: str, material: dict, build: Callable[[], Tensors]) -> Tensors:
-        """The stored tensors for (name, material), building and storing them first if absent or unreadable."""
+    def get_or_build(self, name: str, material: dict, build: Callable[[], Tensors], label: str | None = None) -> Tensors:
+        """The stored tensors for (name, material), building and storing them first if absent or unreadable.
+        `label` names the artifact in the log (e.g. its training stage)."""
         if not self.enabled:
             return build()
         path = self.path(name, material)
@@ -82,11 +84,11 @@ class ArtifactCache:
             if path.exists():
                 try:
                     tensors = load_verified(path)
-                    log.info("cache hit: %s (%s)", name, path)
+                    log.info("cache hit: %s (%s)", label or name, path.name)
                     return tensors
                 except CorruptEntry as e:
                     log.warning("cache entry %s is corrupt (%s): rebuilding it", path, e)
-            log.info("cache miss: %s: building %s", name, path)
+            log.info("cache miss: %s: building %s", label or name, path, extra={CONSOLE: False})  # the stage's own line follows
             tensors = build()
             save_atomic(tensors, path, metadata={"name": name, "material": json.dumps(material, sort_keys=True)})
             return tensors

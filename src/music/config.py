@@ -3,7 +3,10 @@
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from music.data.sources import DATASETS, NUM_CLASSES
 from music.data.split import Split
@@ -12,6 +15,7 @@ from music.evaluation import HEADS
 
 ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
 
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 CLASS_IDS = f"class ids are integers in 0..{NUM_CLASSES - 1}"
 
 
@@ -98,10 +102,57 @@ def validate_with_data(cfg: DictConfig, split: Split) -> None:
             raise ConfigError("align.shots_per_class", cfg.align.shots_per_class, f"at most {most} (a task's training images per class)")
 
 
+def _culprit(node: DictConfig, call) -> str | None:
+    """The one key of `node` (a Hydra-instantiable config) that its target refuses on its own, if there is one."""
+    for key in node:
+        if key.startswith("_"):
+            continue
+        alone = OmegaConf.create({k: v for k, v in node.items() if k.startswith("_")} | {key: node[key]})
+        try:
+            call(instantiate(alone))
+        except Exception:
+            return key
+    return None
+
+
+def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
+    """`call(instantiate(node, **kwargs))`; when the target refuses the settings (torch's, Lightning's or Hydra's
+    own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
+    try:
+        return call(instantiate(node, **kwargs))
+    except Exception as error:
+        cause = error.__cause__ or error
+        said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        if isinstance(error, InstantiationException) and error.__cause__ is None:  # Hydra could not find the target
+            raise ConfigError(f"{setting}._target_", node.get("_target_"), f"an importable class or function ({said})") from None
+        key = _culprit(node, call)
+        where, value = (f"{setting}.{key}", _value(node[key])) if key else (setting, OmegaConf.to_container(node))
+        raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
+
+
+def _probe_parameters() -> list[torch.Tensor]:
+    return [torch.zeros(1, requires_grad=True)]
+
+
+def _check_optimization(stage: str, hparams: DictConfig) -> None:
+    """Build the stage's optimizer and scheduler as training will, on a probe parameter: torch's own argument checks
+    (lr ≥ 0, betas in [0, 1), unknown arguments, …) then stop the run before any work."""
+    optimizer = instantiate_checked(f"{stage}.optimizer", hparams.optimizer, lambda factory: factory(params=_probe_parameters()))
+    if hparams.get("scheduler"):
+        instantiate_checked(f"{stage}.scheduler", hparams.scheduler, lambda factory: factory(optimizer=optimizer))
+
+
 def validate(cfg: DictConfig, strategies) -> None:
     """Raise ConfigError on the first invalid setting."""
     if cfg.strategy not in strategies:
         raise ConfigError("strategy", cfg.strategy, f"one of {', '.join(strategies)}")
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", _value(cfg.seed), f"an integer in 0..{MAX_SEED}")
+    for key in ("tasks", "seed"):
+        if key in cfg.data:
+            raise ConfigError(f"data.{key}", _value(cfg.data[key]), f"not set in the data group: the root setting `{key}` is the one the split and the strategies use (write {key}=...)")
+    if cfg.trainer.get("max_epochs") is not None:
+        raise ConfigError("trainer.max_epochs", cfg.trainer.max_epochs, "null: each stage's epochs are pretrain.epochs (θ0) and finetune.epochs (every fine-tune), one budget every strategy shares")
     if cfg.data.name not in DATASETS:
         raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
     tasks = cfg.tasks
@@ -141,6 +192,10 @@ def validate(cfg: DictConfig, strategies) -> None:
         raise ConfigError("pretrain.checkpoint", checkpoint, "null (train θ0) or the path of an existing .safetensors or Lightning .ckpt file")
     for stage in ("pretrain", "finetune"):
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
+        _check_optimization(stage, cfg[stage])
+    target = cfg.pretrain.get("target_val_acc")
+    if target is not None:
+        _check_fraction("pretrain.target_val_acc", target, closed_right=True)
     if cfg.strategy == "merge":
         _check_merge(cfg.merge)
         if cfg.finetune.get("linearized", False) and cfg.merge.method in ("fisher", "regmean"):

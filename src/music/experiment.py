@@ -4,6 +4,7 @@
 import hashlib
 import logging
 import time
+import warnings
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.cache import ArtifactCache
+from music.config import instantiate_checked
 from music.data import TaskData
 from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.merging import TaskVector
 from music.models import LinearizedNet, plain_state
 from music.models.checkpoint import load_weights
+from music.tracking import CONSOLE
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
@@ -38,7 +41,21 @@ def seed_everything(seed: int) -> None:
     (torchmetrics, torchvision and scipy come with it), which a run whose models all come from the cache should not pay."""
     import lightning as L
 
+    quiet_lightning()
     L.seed_everything(seed, verbose=False)
+
+
+def quiet_lightning() -> None:
+    """Lightning's own log, as the run's log shows it: warnings only (its banners and tips, once per Trainer, would
+    drown the run's lines), through the run's handlers alone (Lightning adds a console handler of its own, which
+    printed every line twice)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.handlers.clear()
+        logger.propagate = True
+    # the training loss is logged once per epoch (Classifier), so a short epoch's logging interval does not matter
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 def _plain(node) -> Any:
@@ -60,7 +77,7 @@ def file_digest(path: str) -> str:
 
 
 # Trainer settings that change what training produces (logging, progress bars and the like do not)
-TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic")
+TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic", "limit_train_batches", "limit_val_batches")
 
 
 def data_material(cfg: DictConfig, fingerprint: str) -> dict:
@@ -128,7 +145,7 @@ class Experiment:
         model.net.load_state_dict(state)
         return model
 
-    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True) -> nn.Module:
+    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True, extra_callbacks=()) -> nn.Module:
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
         head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False."""
         from music.models.classifier import Classifier  # with Lightning: see seed_everything
@@ -143,12 +160,21 @@ class Experiment:
             stage=stage,
             allowed=self.allowed if protocol else None,
         )
-        trainer = instantiate(self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False)
-        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs)
+        callbacks = self.callbacks() + list(extra_callbacks)
+        trainer = instantiate_checked("trainer", self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False, callbacks=callbacks)
+        # with a progress bar the bar is the console's line for this stage; the log file always gets this one
+        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not self.cfg.trainer.enable_progress_bar})
         start = time.perf_counter()
         trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
         self.timings[f"fit/{stage}"] = time.perf_counter() - start
         return net.cpu()
+
+    def callbacks(self) -> list:
+        """The configured Lightning callbacks (a fresh set per Trainer), without progress bars when they are off."""
+        from lightning.pytorch.callbacks import ProgressBar
+
+        made = [instantiate_checked(f"callbacks.{name}", node) for name, node in (self.cfg.get("callbacks") or {}).items() if node and "_target_" in node]
+        return [c for c in made if self.cfg.trainer.enable_progress_bar or not isinstance(c, ProgressBar)]
 
     @cached_property
     def theta0(self) -> dict[str, torch.Tensor]:
@@ -161,7 +187,7 @@ class Experiment:
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False)
             return net.state_dict()
 
-        return self.cache.get_or_build("theta0", self._theta0_material, build)
+        return self.cache.get_or_build("theta0", self._theta0_material, build, label="θ0")
 
     @cached_property
     def _theta0_material(self) -> dict:
@@ -186,7 +212,7 @@ class Experiment:
         def build():
             return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune))
 
-        return self.cache.get_or_build(name, training_material(self.cfg, self._theta0_material, data), build)
+        return self.cache.get_or_build(name, training_material(self.cfg, self._theta0_material, data), build, label=stage)
 
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of

@@ -14,20 +14,37 @@ from music.errors import MusicError
 from music.experiment import Experiment
 from music.launching import claim_device, register_resolvers
 from music.strategies import STRATEGIES
-from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, write_metrics
+from music.data import TaskData
+from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, summary_lines, write_metrics
 
 log = logging.getLogger(__name__)
-# One Trainer per stage: Lightning's banners ("GPU available", tips) would drown the run's own log.
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 register_resolvers()  # also when run() is called without train.py (tests, notebooks)
 
 
-def variant() -> str:
-    """The run's own overrides beyond experiment, seed and where things are (Hydra's override_dirname): runs of
-    one experiment that differ in a knob (k, a λ grid, …) are different rows of a report."""
+def own_overrides() -> list[str]:
+    """The run's overrides ("key=value") beyond those that only place or repeat it (hydra.job.config.override_dirname's
+    exclude_keys: seed, experiment, data folder, logger, …). The report tells runs of one experiment apart by those
+    that differ between them (k, a λ grid, …)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+    if not HydraConfig.initialized():
+        return []
+    hydra = HydraConfig.get()
+    excluded = set(hydra.job.config.override_dirname.exclude_keys)
+    return [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") not in excluded]
+
+
+def load_data(cfg: DictConfig) -> TaskData:
+    """The data group's TaskData, split for the root `tasks` and `seed` (their one source)."""
+    data = instantiate(cfg.data, tasks=cfg.tasks, seed=cfg.seed, _convert_="all")
+    data.setup()
+    return data
+
+
+def theta0_figures(exp: Experiment, metrics: dict) -> dict:
+    """θ0's accuracy in this run (same split and seed): every report can show where the methods started from."""
+    theta0 = metrics if exp.cfg.strategy == "pretrain" else exp.evaluate(exp.load_net(exp.theta0))
+    return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {"theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc")}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -35,8 +52,7 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg, STRATEGIES)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup()
+    data = load_data(cfg)
     validate_with_data(cfg, data.split)
     keep_wandb_in(output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -45,16 +61,18 @@ def run(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.experiment_name, "variant": variant(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
+        metrics = {"experiment": cfg.experiment_name, "strategy": cfg.strategy, "overrides": own_overrides(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
         metrics |= STRATEGIES[cfg.strategy](exp)
+        metrics |= theta0_figures(exp, metrics)
         write_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
         for logger in loggers:
             logger.log_metrics({f"final/{k}": v for k, v in scalars(metrics).items()} | {f"time/{k}_s": v for k, v in exp.timings.items()})
-        log.info("%s: test/acc %.4f, val/acc %.4f -> %s", cfg.experiment_name, metrics["test/acc"], metrics["val/acc"], output_dir / "metrics.json")
         failed = False
     finally:
         close_loggers(loggers, failed)
+    for line in summary_lines(metrics, output_dir):  # last, after the loggers' own closing words
+        log.info(line)
     return metrics
 
 

@@ -1,6 +1,7 @@
 """Loggers from config, W&B kept inside the run folder and always closed, and the run's metrics.json."""
 
 import json
+import logging
 import math
 import os
 import sys
@@ -16,6 +17,43 @@ if TYPE_CHECKING:  # a run with logger=none never imports Lightning
     from lightning.pytorch.loggers import Logger
 
 
+CONSOLE = "console"  # a log record's `extra` flag: False keeps the line out of the console (the log file gets it)
+
+
+class ConsoleFilter(logging.Filter):
+    """The console handler's filter (configs/hydra/default.yaml): drops records logged with extra={CONSOLE: False},
+    such as a stage's "training …" line when its progress bar already says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, CONSOLE, True)
+
+
+def summary_lines(metrics: dict, output_dir: Path) -> list[str]:
+    """The end-of-run summary: the run, its headline figures (test/acc; forgetting; λ; alignment; θ0), where the files are."""
+    tasks = metrics.get("tasks") or []
+    lines = [f"{metrics['experiment']} · {metrics['dataset']} · {len(tasks)} task{'s' * (len(tasks) != 1)} · seed {metrics['seed']}"]
+    figures = [f"test/acc {metrics['test/acc']:.4f}", f"val/acc {metrics['val/acc']:.4f}"]
+    if metrics.get("theta0/test/acc") is not None and metrics.get("strategy") != "pretrain":
+        figures.append(f"θ0 test/acc {metrics['theta0/test/acc']:.4f}")
+    lines.append("  " + " · ".join(figures))
+    extra = []
+    if metrics.get("forgetting") is not None:
+        extra.append(f"forgetting {metrics['forgetting']:.4f} · bwt {metrics['bwt']:.4f}")
+    if "lambda" in metrics:
+        collapsed = " (= θ0: the merge collapsed to θ0)" if metrics.get("merge/collapsed_to_theta0") else ""
+        extra.append(f"λ {metrics['lambda']:g} picked on validation{collapsed}")
+    if metrics.get("test/acc_before_align") is not None:
+        extra.append(f"alignment {metrics['align/method']}: test/acc {metrics['test/acc_before_align']:.4f} → {metrics['test/acc']:.4f}")
+    if metrics.get("theta0/target_val_acc") is not None:
+        extra.append(f"θ0 val/acc {metrics['theta0/val/acc']:.4f} for a target of {metrics['theta0/target_val_acc']:g}")
+    lines += [f"  {line}" for line in extra]
+    lines.append(f"  → {output_dir / 'metrics.json'}")
+    wandb_runs = sorted((output_dir / "wandb").glob("offline-run-*"))
+    if wandb_runs:
+        lines.append(f"  W&B offline run: upload it with `wandb sync {wandb_runs[-1]}`")
+    return lines
+
+
 def keep_wandb_in(run_dir: Path) -> None:
     """Every file W&B writes (runs, artifacts cache, staging, settings) goes under this folder."""
     root = Path(run_dir) / "wandb"
@@ -27,7 +65,15 @@ def keep_wandb_in(run_dir: Path) -> None:
 def instantiate_loggers(cfg: DictConfig | None) -> list["Logger"]:
     if not cfg:
         return []
-    return [instantiate(node) for node in cfg.values() if node and "_target_" in node]
+    nodes = [node for node in cfg.values() if node and "_target_" in node]
+    for node in nodes:
+        if node._target_.endswith("WandbLogger") and node.get("settings"):
+            import wandb
+
+            # W&B's settings from the start of its session: Lightning's logger passes an argument W&B warns about
+            # (`anonymous`) before wandb.init would read them
+            wandb.setup(settings=instantiate(node.settings))
+    return [instantiate(node) for node in nodes]
 
 
 def close_loggers(loggers: list["Logger"], failed: bool) -> None:
