@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from music.report import main as report_main
-from music.report import lambda_curves, method_label, overrides_of, summarize, theta0_training, variants, varying_keys
+from music.report import distinct_curves, lambda_curves, method_label, overrides_of, summarize, theta0_training, variants, varying_keys
 
 
 def write_run(folder, experiment, seed, acc, **extra):
@@ -161,6 +161,11 @@ def test_theta0_row_training_line_and_collapsed_column(tmp_path):
     curves = lambda_curves(runs, [r["experiment"] for r in runs])
     assert sorted(curves["task_arithmetic"]["points"]) == [0.0, 0.5, 1.0]
     assert sorted(curves["task_arithmetic"]["picked"]) == [(0, 0.0, 0.60), (1, 0.5, pytest.approx(0.645)), (2, 0.0, 0.67)]
+    # the same merge before alignment in two rows is drawn once; a one-λ curve (fixed λ) not at all
+    aligned = [r | {"experiment": "task_arithmetic+ft_classifier"} for r in runs if r["experiment"] == "task_arithmetic"]
+    fixed = [{"seed": 0, "lambda": 1.0, "lambda_curve": [{"lambda": 1.0, "val/acc": 0.5, "test/acc": 0.5}]}]
+    labels = [r["experiment"] for r in runs] + ["task_arithmetic+ft_classifier [align.shots_per_class=5]"] * 3 + ["fixed"]
+    assert list(distinct_curves(lambda_curves(runs + aligned + fixed, labels))) == ["task_arithmetic (2 rows)"]
 
 
 def test_theta0_from_pretrain_runs_of_old_sweeps(tmp_path):

@@ -317,6 +317,21 @@ def lambda_curves(runs: list[dict], labels: list[str]) -> dict[str, dict]:
     return curves
 
 
+def distinct_curves(curves: dict[str, dict]) -> dict[str, dict]:
+    """Curves with more than one λ, each drawn once: rows whose curves are the same numbers (the merge before
+    alignment, a knob alignment alone reads) share one, named by what they share: `task_arithmetic (4 rows)`."""
+    shared = defaultdict(list)
+    for label, curve in sorted(curves.items()):
+        if len(curve["points"]) > 1:
+            shared[json.dumps(sorted((lam, sorted(p)) for lam, p in curve["points"].items()))].append(label)
+    named = {}
+    for labels in shared.values():
+        merges = {label.split(" [")[0].split("+")[0] for label in labels}
+        name = labels[0] if len(labels) == 1 else f"{merges.pop() if len(merges) == 1 else labels[0]} ({len(labels)} rows)"
+        named[name if name not in named else f"{name} #{len(named)}"] = curves[labels[0]]
+    return named
+
+
 def plot(runs: list[dict], rows: list[dict], out: Path) -> list[Path]:
     """Per setting: methods with 95% CI, λ curves, the sequential accuracy matrix; each as PNG and PDF."""
     import matplotlib
@@ -333,8 +348,8 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> list[Path]:
         title = mine[0]["pretty"]
         written += _methods_chart(plt, mine, theta0, title, out / f"methods_{index}")
         in_setting = [(r, label) for r, label in zip(runs, labels) if setting_of(r) == setting]
-        curves = lambda_curves([r for r, _ in in_setting], [label for _, label in in_setting])
-        curves = {label: c for label, c in curves.items() if len(c["points"]) > 1}
+        merges = [(r, label) for r, label in in_setting if strategy_of(r) == "merge"]
+        curves = distinct_curves(lambda_curves([r for r, _ in merges], [label for _, label in merges]))
         if curves:
             written += _lambda_chart(plt, curves, theta0, title, out / f"lambda_curves_{index}")
         matrices = defaultdict(list)
@@ -351,8 +366,8 @@ def _methods_chart(plt, rows: list[dict], theta0: float | None, title: str, stem
     from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["test/acc"] is not None]
-    names = [THETA0 if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True).replace(" [", "\n[") for r in rows]
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(rows) + 2.5), 4.2))
+    names = [THETA0 if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.5 * len(rows) + 2.5), 4.8))
     means = [r["test/acc"] for r in rows]
     halves = [r["test/acc ci95"] or 0 for r in rows]
     ax.bar(range(len(rows)), means, yerr=halves, capsize=3, color=[FAMILY_COLOURS[r["family"]] for r in rows],
@@ -365,9 +380,10 @@ def _methods_chart(plt, rows: list[dict], theta0: float | None, title: str, stem
     if theta0 is not None:
         ax.axhline(theta0, color=FAMILY_COLOURS["θ0"], linestyle="--", linewidth=1)
         handles.append(Line2D([], [], color=FAMILY_COLOURS["θ0"], linestyle="--", label=f"θ0 = {theta0:.3f}"))
-    ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_ylabel("test accuracy (mean ± 95% CI over seeds)")
-    ax.set_title(f"{title}: test accuracy by method", fontsize=10)
+    ax.set_xticks(range(len(rows)), names, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_title(f"{title}\ntest accuracy by method", fontsize=10)
     ax.grid(axis="y", linewidth=0.4, alpha=0.5)
     ax.set_axisbelow(True)
     ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -392,7 +408,7 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
         if curve["picked"]:
             ax.scatter([p[1] for p in curve["picked"]], [p[2] for p in curve["picked"]], marker="o", s=22, facecolor="white",
                        edgecolor=colour, linewidth=1.2, zorder=3)
-        handles.append(Line2D([], [], color=colour, linewidth=2, label=label.replace(" [", "\n[")))
+        handles.append(Line2D([], [], color=colour, linewidth=2, label=label.replace(" [", "\n[").replace("] (", "]\n(")))
     if theta0 is not None:
         ax.axhline(theta0, color=FAMILY_COLOURS["θ0"], linestyle=":", linewidth=1)
         handles.append(Line2D([], [], color=FAMILY_COLOURS["θ0"], linestyle=":", label=f"θ0 test = {theta0:.3f}"))
@@ -402,7 +418,7 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
                 Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black", label="λ picked on val (per seed)")]
     ax.set_xlabel("λ")
     ax.set_ylabel("accuracy (mean over seeds; band: min–max)")
-    ax.set_title(f"{title}: accuracy along λ", fontsize=10)
+    ax.set_title(f"{title}\naccuracy of the merge along λ", fontsize=10)
     ax.grid(linewidth=0.4, alpha=0.5)
     ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(plt, fig, stem)
@@ -411,8 +427,8 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
 def _matrix_chart(plt, matrices: dict[str, list], tasks: list | None, title: str, stem: Path) -> list[Path]:
     count = len(matrices)
     size = len(next(iter(matrices.values()))[0])
-    cell = max(0.45, min(0.9, 5 / size))
-    fig, axes = plt.subplots(1, count, figsize=(count * (cell * size + 1.2) + 1, cell * size + 1.6), squeeze=False)
+    cell = max(0.45, min(1.0, 5 / size))
+    fig, axes = plt.subplots(1, count, figsize=(count * (cell * size + 1.2) + 1, cell * size + 1.3), squeeze=False, layout="constrained")
     names = [json.dumps(t, separators=(",", ":")) for t in tasks or []]
     ticks = names if len(names) == size and max(map(len, names)) <= 7 else [str(j + 1) for j in range(size)]
     cmap = plt.get_cmap("viridis")
@@ -422,8 +438,9 @@ def _matrix_chart(plt, matrices: dict[str, list], tasks: list | None, title: str
         image = ax.imshow(mean, vmin=0, vmax=1, cmap=cmap)
         for i in range(rows):
             for j in range(cols):
-                ax.text(j, i, f"{mean[i][j]:.2f}", ha="center", va="center", fontsize=7 if size > 6 else 8,
-                        color="black" if mean[i][j] > 0.6 else "white")
+                red, green, blue, _ = cmap(mean[i][j])
+                ax.text(j, i, f"{abs(mean[i][j]) if round(mean[i][j], 2) == 0 else mean[i][j]:.2f}", ha="center", va="center",
+                        fontsize=7 if size > 6 else 8, color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white")
         ax.set_xticks(range(cols), ticks[:cols], rotation=0 if max(map(len, ticks)) <= 3 else 45)
         ax.set_yticks(range(rows), ticks[:rows])
         ax.set_xlabel("accuracy on task j")
@@ -432,7 +449,7 @@ def _matrix_chart(plt, matrices: dict[str, list], tasks: list | None, title: str
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
     fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy", shrink=0.9)
-    fig.suptitle(f"{title}: accuracy matrix", fontsize=10)
+    fig.suptitle(f"{title}\naccuracy matrix of sequential fine-tuning", fontsize=10)
     return _save(plt, fig, stem, tight=False)
 
 
