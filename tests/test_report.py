@@ -1,0 +1,182 @@
+"""The multi-seed report: grouping, variants, means with confidence intervals, paired differences, plots."""
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from music.report import main as report_main
+from music.report import distinct_curves, lambda_curves, method_label, overrides_of, summarize, theta0_training, variants, varying_keys
+
+
+def write_run(folder, experiment, seed, acc, **extra):
+    folder.mkdir(parents=True)
+    metrics = {"experiment": experiment, "seed": seed, "dataset": "fashion_mnist", "tasks": [[1], [2]], "head": "shared",
+               "test/acc": acc, "test/acc_seen": acc + 0.1, "test/acc_unseen": None, "val/acc": acc} | extra
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_means_intervals_and_paired_differences_by_hand(tmp_path):
+    merged, sequential = [0.70, 0.72, 0.74], [0.80, 0.86, 0.83]
+    for seed, (m, s) in enumerate(zip(merged, sequential)):
+        write_run(tmp_path / f"{seed}_merged", "merged", seed, m)
+        matrix = [[0.9, 0.1], [0.6, 0.8]]
+        write_run(tmp_path / f"{seed}_sequential", "sequential", seed, s, forgetting=0.3 + 0.01 * seed, acc_matrix=matrix)
+    write_run(tmp_path / "x_task_arithmetic", "task_arithmetic", 0, 0.9, lambda_curve=[{"lambda": 0.5, "val/acc": 0.9, "test/acc": 0.9}, {"lambda": 1.0, "val/acc": 0.8, "test/acc": 0.85}], **{"lambda": 0.5})
+
+    rows = {r["method"]: r for r in summarize([json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")])}
+    t = 4.302652729911275  # t_{0.975, 2}
+    assert rows["merged"]["test/acc"] == pytest.approx(0.72)
+    assert rows["merged"]["test/acc ci95"] == pytest.approx(t * 0.02 / 3**0.5)  # sd 0.02
+    assert rows["sequential"]["test/acc"] == pytest.approx(0.83)
+    assert rows["sequential"]["test/acc ci95"] == pytest.approx(t * 0.03 / 3**0.5)  # sd 0.03
+    assert rows["sequential"]["forgetting"] == pytest.approx(0.31)
+    # paired Δ vs merged on the same seeds: 0.10, 0.14, 0.09 -> mean 0.11, sd sqrt(0.0007)
+    assert rows["sequential"]["Δ test/acc vs merged"] == pytest.approx(0.11)
+    assert rows["sequential"]["Δ test/acc vs merged ci95"] == pytest.approx(t * 0.0007**0.5 / 3**0.5)
+    assert rows["task_arithmetic"]["n"] == 1 and rows["task_arithmetic"]["test/acc ci95"] is None
+    assert rows["merged"]["Δ test/acc vs merged"] is None and rows["merged"]["test/acc_unseen"] is None
+
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| sequential | 3 | 0.8300 ± 0.0745 | 0.9300 ± 0.0745 | – | 0.3100 ± 0.0248 | 0.1100 ± 0.0657 |" in table
+    with (tmp_path / "report" / "report.csv").open() as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"merged", "sequential", "task_arithmetic"}
+    plots = ["acc_matrix_0", "lambda_curves_0", "methods_0"]
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.p*")) == sorted(f"{n}.{ext}" for n in plots for ext in ("pdf", "png"))
+    for name in plots:
+        assert f"]({name}.png)" in table
+
+
+def test_variants_keep_only_the_overrides_that_differ_between_runs_of_an_experiment():
+    assert overrides_of({"overrides": ["++align.shots_per_class=5", "tasks=[[1],[2]]", "merge.lambdas=[0.5,1.0]", "x=a=b"]}) == {
+        "align.shots_per_class": "5", "tasks": "[[1],[2]]", "merge.lambdas": "[0.5,1.0]", "x": "a=b"}
+    assert overrides_of({"variant": "data.download=false,tasks=[[1],[2]],~logger"}) == {  # old runs: override_dirname
+        "data.download": "false", "tasks": "[[1],[2]]", "logger": ""}
+    assert overrides_of({}) == {}
+    assert varying_keys([{"a": "1", "b": "2"}, {"a": "1", "b": "3"}, {"a": "1", "c": "4"}]) == ["b", "c"]
+    assert varying_keys([{"a": "1"}, {"a": "1"}]) == []
+
+    shared = ["data.download=false", "tasks=[[1],[2]]"]
+    runs = [
+        {"experiment": "merged", "seed": 0, "overrides": shared},
+        {"experiment": "merged", "seed": 1, "overrides": shared},
+        {"experiment": "ta+ft", "seed": 0, "overrides": [*shared, "align=ft", "++align.shots_per_class=1"]},
+        {"experiment": "ta+ft", "seed": 0, "overrides": [*shared, "align=ft", "align.shots_per_class=5"]},
+        {"experiment": "ta+ft", "seed": 0, "overrides": [*shared, "align=ft"]},
+        {"experiment": "merged", "seed": 0, "dataset": "kmnist", "overrides": [*shared, "finetune.epochs=2"]},
+    ]
+    assert variants(runs) == [(), (), (("align.shots_per_class", "1"),), (("align.shots_per_class", "5"),),
+                              (("align.shots_per_class", None),), ()]
+    assert method_label("ta+ft", (("align.shots_per_class", "5"), ("merge", "ta_sum"))) == "ta+ft [align.shots_per_class=5, merge=ta_sum]"
+    assert method_label("ta+ft", (("align.shots_per_class", None),)) == "ta+ft"
+    assert method_label("ta+ft", (("align.shots_per_class", "5"),), short=True) == "ta+ft [shots_per_class=5]"
+
+
+def test_a_sweep_sharing_overrides_has_clean_names_and_every_delta(tmp_path):
+    shared = ["data.download=false", "tasks=[[1],[2]]", "data.pretrain.num_samples=500", "finetune.epochs=3"]
+    merged = [0.70, 0.72, 0.74]
+    for seed, m in enumerate(merged):
+        write_run(tmp_path / f"m{seed}", "merged", seed, m, overrides=shared, strategy="merged")
+        write_run(tmp_path / f"s{seed}", "sequential", seed, m + 0.1 + 0.01 * seed, overrides=shared, strategy="sequential")
+        for k, gain in ((1, 0.02), (5, 0.05)):
+            write_run(tmp_path / f"a{seed}_{k}", "task_arithmetic+ft_classifier", seed, m + gain + 0.01 * seed, strategy="merge",
+                      overrides=[*shared, "align=ft_classifier", f"++align.shots_per_class={k}"], **{"align/method": "ft_classifier"})
+
+    rows = summarize([json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")])
+    assert [r["method"] for r in rows] == ["merged", "sequential", "task_arithmetic+ft_classifier [align.shots_per_class=1]",
+                                           "task_arithmetic+ft_classifier [align.shots_per_class=5]"]
+    assert [r["family"] for r in rows] == ["fine-tuning", "fine-tuning", "merging + alignment", "merging + alignment"]
+    deltas = {r["method"]: (r["Δ test/acc vs merged"], r["paired seeds"]) for r in rows}
+    assert deltas["sequential"] == (pytest.approx(0.11), 3)  # 0.10, 0.11, 0.12
+    assert deltas["task_arithmetic+ft_classifier [align.shots_per_class=1]"] == (pytest.approx(0.03), 3)  # 0.02, 0.03, 0.04
+    assert deltas["task_arithmetic+ft_classifier [align.shots_per_class=5]"] == (pytest.approx(0.06), 3)
+
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "## Fashion-MNIST, 2 tasks of 1 class ([1], [2]), shared head" in table
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith(("| method", "| merged")):
+            assert not line.endswith("| – |"), line  # every Δ cell filled
+    assert "data.download" not in table and "num_samples" not in table
+
+
+def test_the_merged_baseline_agrees_on_the_keys_its_runs_vary(tmp_path):
+    """merged and sequential both swept over finetune.epochs: each sequential row pairs with merged at its epochs."""
+    runs = []
+    for epochs, base in ((1, 0.70), (2, 0.60)):
+        for seed in (0, 1):
+            common = {"seed": seed, "dataset": "mnist", "tasks": [[1], [2]], "overrides": ["data.download=false", f"finetune.epochs={epochs}"]}
+            runs.append(common | {"experiment": "merged", "test/acc": base + 0.01 * seed})
+            runs.append(common | {"experiment": "sequential", "test/acc": base + 0.2 + 0.03 * seed})
+    runs.append({"experiment": "ties", "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.9, "lambda": 1.0,
+                 "overrides": ["data.download=false", "finetune.epochs=2"]})
+    rows = {r["method"]: r for r in summarize(runs)}
+    assert set(rows) == {"merged [finetune.epochs=1]", "merged [finetune.epochs=2]", "sequential [finetune.epochs=1]",
+                         "sequential [finetune.epochs=2]", "ties"}
+    assert rows["sequential [finetune.epochs=1]"]["Δ test/acc vs merged"] == pytest.approx(0.21)  # 0.20, 0.22
+    assert rows["sequential [finetune.epochs=2]"]["Δ test/acc vs merged"] == pytest.approx(0.21)
+    assert rows["ties"]["Δ test/acc vs merged"] == pytest.approx(0.30)  # merged at epochs=2, seed 0: 0.60
+    assert rows["merged [finetune.epochs=2]"]["Δ test/acc vs merged"] is None
+
+
+def test_theta0_row_training_line_and_collapsed_column(tmp_path):
+    theta0 = [0.60, 0.62, 0.67]
+    for seed, t in enumerate(theta0):
+        extra = {"theta0/test/acc": t, "theta0/val/acc": t + 0.3, "theta0/target_val_acc": 0.917, "theta0/epochs": 4}
+        write_run(tmp_path / f"m{seed}", "merged", seed, 0.7, strategy="merged", **extra)
+        write_run(tmp_path / f"t{seed}", "task_arithmetic", seed, t, strategy="merge", **extra, **{
+            "merge/collapsed_to_theta0": seed != 1, "lambda": 0.0 if seed != 1 else 0.5,
+            "lambda_curve": [{"lambda": lam, "val/acc": t + lam / 10, "test/acc": t + lam / 20} for lam in (0.0, 0.5, 1.0)]})
+    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("metrics.json"))]
+    rows = summarize(runs)
+    t = 4.302652729911275
+    assert [r["method"] for r in rows] == ["θ0 (pretrained)", "merged", "task_arithmetic"]
+    assert rows[0]["family"] == "θ0" and rows[0]["n"] == 3 and rows[0]["seeds"] == [0, 1, 2]
+    assert rows[0]["test/acc"] == pytest.approx(0.63)
+    assert rows[0]["test/acc ci95"] == pytest.approx(t * statistics.stdev(theta0) / 3**0.5)
+    assert rows[0]["Δ test/acc vs merged"] == pytest.approx(-0.07)  # θ0 − merged on the same seeds
+    assert (rows[2]["collapsed to θ0"], rows[2]["collapsed of"]) == (2, 3)
+    assert rows[1]["collapsed to θ0"] is None
+    assert theta0_training(runs) == f"θ0: target validation accuracy 0.917, reached 0.9300 ± {t * statistics.stdev(theta0) / 3**0.5:.4f} (val), trained 4 epochs (3 seeds)"
+
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    out = tmp_path / "report"
+    table = (out / "report.md").read_text()
+    assert "θ0: target validation accuracy 0.917, reached 0.9300" in table
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert header.split(" | ")[-2] == "collapsed to θ0"
+    assert f"| θ0 (pretrained) | 3 | 0.6300 ± {t * statistics.stdev(theta0) / 3**0.5:.4f} | – | – | – | – | -0.0700 ± " in table
+    assert "| task_arithmetic | 3 | 0.6300 ± " in table and "| 2/3 | -0.0700 ± " in table
+    assert "| merged | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 | – | – | – | – |" in table  # no collapse key, no Δ
+    with (out / "report.csv").open() as f:
+        csv_rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert csv_rows["task_arithmetic"]["collapsed to θ0"] == "2" and csv_rows["merged"]["collapsed to θ0"] == ""
+    for name in ("methods_0", "lambda_curves_0"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert f"]({name}.png)" in table
+    assert not (out / "acc_matrix_0.png").exists()
+
+    curves = lambda_curves(runs, [r["experiment"] for r in runs])
+    assert sorted(curves["task_arithmetic"]["points"]) == [0.0, 0.5, 1.0]
+    assert sorted(curves["task_arithmetic"]["picked"]) == [(0, 0.0, 0.60), (1, 0.5, pytest.approx(0.645)), (2, 0.0, 0.67)]
+    # the same merge before alignment in two rows is drawn once; a one-λ curve (fixed λ) not at all
+    aligned = [r | {"experiment": "task_arithmetic+ft_classifier"} for r in runs if r["experiment"] == "task_arithmetic"]
+    fixed = [{"seed": 0, "lambda": 1.0, "lambda_curve": [{"lambda": 1.0, "val/acc": 0.5, "test/acc": 0.5}]}]
+    labels = [r["experiment"] for r in runs] + ["task_arithmetic+ft_classifier [align.shots_per_class=5]"] * 3 + ["fixed"]
+    assert list(distinct_curves(lambda_curves(runs + aligned + fixed, labels))) == ["task_arithmetic (2 rows)"]
+
+
+def test_theta0_from_pretrain_runs_of_old_sweeps(tmp_path):
+    runs = [{"experiment": "pretrain", "seed": s, "dataset": "mnist", "tasks": [[0], [1]], "test/acc": a, "variant": ""}
+            for s, a in ((0, 0.9), (1, 0.8))]
+    runs += [{"experiment": "merged", "seed": 0, "dataset": "mnist", "tasks": [[0], [1]], "test/acc": 0.5, "variant": "data.download=false"}]
+    rows = summarize(runs)
+    assert [(r["method"], r["n"]) for r in rows] == [("θ0 (pretrained)", 2), ("merged", 1)]
+    assert rows[0]["test/acc"] == pytest.approx(0.85) and rows[0]["Δ test/acc vs merged"] == pytest.approx(0.4)
+
+
+def test_report_without_runs_exits_2(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
