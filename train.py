@@ -6,6 +6,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
+from music.errors import one_line_errors
 from music.launching import register_resolvers
 
 # Lightning triggers torch's LeafSpec deprecation warning on every fit; it is not ours to fix.
@@ -21,6 +22,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()
     # torch and Lightning leave a large object graph: skip the collector's last pass over it at exit (~1 s)
     gc.freeze()

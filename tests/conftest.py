@@ -22,9 +22,9 @@ def synthetic_images(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return (prototypes[labels] + noise).clamp(0, 255).to(torch.uint8)
 
 
-def write_mnist_files(root: Path, per_class_train: int = 60, per_class_test: int = 20) -> Path:
-    """The four MNIST IDX files (uncompressed, as torchvision extracts them) under root/MNIST/raw."""
-    raw = root / "MNIST" / "raw"
+def write_mnist_files(root: Path, per_class_train: int = 60, per_class_test: int = 20, folder: str = "MNIST") -> Path:
+    """The four MNIST IDX files (uncompressed, as torchvision extracts them) under root/<folder>/raw."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, per_class, seed in (("train", per_class_train, 1), ("t10k", per_class_test, 2)):
         labels = torch.arange(10).repeat_interleave(per_class)

@@ -8,7 +8,7 @@ from music.cache import ArtifactCache
 from music.evaluation import allowed_classes, predict
 from music.experiment import Experiment
 from music.run import load_data, run
-from music.strategies.align import align
+from music.strategies.align import align, shots_of
 from music.strategies.merging import task_vectors
 
 from conftest import FAST, make_cfg
@@ -110,3 +110,26 @@ def test_alignment_reports_its_figures(tmp_path, mnist_dir, method):
         fit = metrics["align/procrustes"][0]
         assert (fit["n"], fit["d"]) == (6, 256) and len(fit["lstsq_singular_values"]) == 256
         assert fit["residual_lstsq"] <= fit["residual_orthogonal"]  # least squares is the looser fit
+
+
+def test_balanced_shots_are_k_images_of_each_class_of_the_task(tmp_path, mnist_dir):
+    exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
+    shots = shots_of(exp, [2, 3], 4, "balanced")
+    labels = exp.data.train_labels
+    images = exp.data.train_images.flatten(1)
+    found = [labels[(images == shot.flatten()).all(dim=1)].unique().tolist() for shot in shots]
+    assert found == [[2]] * 4 + [[3]] * 4
+    pool = exp.split.train_of([2, 3])
+    assert all((images[pool] == shot.flatten()).all(dim=1).any() for shot in shots_of(exp, [2, 3], 4, "random"))
+
+
+def test_ft_classifier_takes_one_adam_step_per_image_and_epoch_by_default(tmp_path, mnist_dir, monkeypatch):
+    steps = []
+    original = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
+    assert (exp.cfg.align.batch_size, exp.cfg.align.epochs, exp.cfg.align.shots_per_class, exp.cfg.align.sampling) == (1, 5, 5, "balanced")
+    theta0, vectors = task_vectors(exp, exp.tasks)
+    steps.clear()  # the fine-tunes' own steps
+    align(exp, exp.model(sum(vectors).apply_to(theta0, 0.5)))
+    assert len(steps) == 5 * (5 * 2) * 2  # the authors' 25·c steps per task of c classes

@@ -71,25 +71,54 @@ def run_train(tmp_path, *overrides):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message", "status"),
+    ("overrides", "message"),
     [
-        (["tasks=[[0],[11]]"], "error: tasks[1]=[11] is not allowed: class ids are integers in 0..9", 2),
-        (["merge.lambdas=[]"], "error: merge.lambdas=[] is not allowed", 2),
-        (["experiment=ties", "merge.keep_fraction=[2]"], "error: merge.keep_fraction=[2] is not allowed", 2),
-        (["pretrain.checkpoint=/no/such.ckpt"], "error: pretrain.checkpoint='/no/such.ckpt' is not allowed", 2),
+        (["tasks=[[0],[11]]"], "error: tasks[1]=[11] is not allowed: class ids are integers in 0..9"),
+        (["merge.lambdas=[]"], "error: merge.lambdas=[] is not allowed"),
+        (["experiment=ties", "merge.keep_fraction=[2]"], "error: merge.keep_fraction=[2] is not allowed"),
+        (["pretrain.checkpoint=/no/such.ckpt"], "error: pretrain.checkpoint='/no/such.ckpt' is not allowed"),
         # no files and no download: the message says where to put them
-        (["data.download=false"], "Put the four IDX files", 2),
-        # unknown experiment / dataset names are Hydra's to report: it lists the available ones
-        (["experiment=foo"], "Could not find 'experiment/foo'", 1),
-        (["data=cifar"], "Could not find 'data/cifar'", 1),
+        (["data.download=false"], "Put the four IDX files"),
+        # what Hydra refuses: one line too, with the available names
+        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of average, dare,"),
+        (["data=cifar"], "Could not find 'data/cifar': one of fashion_mnist, kmnist, mnist"),
+        (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
+        (["seed=[1"], "error: "),
+        # what torch refuses, named by its key
+        (["finetune.optimizer.lr=-1"], "error: finetune.optimizer.lr=-1 is not allowed: torch.optim.Adam refuses it: Invalid learning rate: -1"),
+        (["+finetune.optimizer.betas=[2,0.9]"], "error: finetune.optimizer.betas=[2, 0.9] is not allowed: torch.optim.Adam refuses it: Invalid beta parameter at index 0"),
+        (["+pretrain.optimizer.momentum=0.9"], "error: pretrain.optimizer.momentum=0.9 is not allowed: torch.optim.Adam refuses it"),
+        (["finetune.optimizer._target_=torch.optim.Adamx"], "error: finetune.optimizer._target_='torch.optim.Adamx' is not allowed: an importable class"),
+        (["+finetune.scheduler._target_=torch.optim.lr_scheduler.StepLR", "+finetune.scheduler._partial_=true", "+finetune.scheduler.step_size=1", "+finetune.scheduler.last_epoch=x"],
+         "error: finetune.scheduler.last_epoch='x' is not allowed: torch.optim.lr_scheduler.StepLR refuses it"),
+        (["seed=abc"], "error: seed='abc' is not allowed: an integer in 0..4294967295"),
+        (["seed=-1"], "error: seed=-1 is not allowed"),
+        # one source of truth for the tasks and the seed
+        (["data.tasks=[[1]]"], "error: Could not override 'data.tasks': Key 'tasks' is not in struct"),
+        (["+data.tasks=[[1]]"], "error: data.tasks=[[1]] is not allowed: not set in the data group: the root setting `tasks`"),
+        (["+data.seed=3"], "error: data.seed=3 is not allowed"),
+        # Lightning-hydra-template's habit: the epochs are the project's budget, not the Trainer's
+        (["trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null: each stage's epochs are pretrain.epochs (θ0) and finetune.epochs"),
+        (["+trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null: each stage's epochs are pretrain.epochs"),
+        (["experiment=ft_classifier", "align.sampling=stratified"], "error: align.sampling='stratified' is not allowed: one of balanced, random"),
+        (["pretrain.target_val_acc=1.5"], "error: pretrain.target_val_acc=1.5 is not allowed: a number in (0, 1]"),
     ],
 )
-def test_cli_exits_non_zero_with_one_message_and_writes_no_cache(tmp_path, overrides, message, status):
+def test_cli_refuses_a_bad_setting_with_one_line_and_status_2(tmp_path, overrides, message):
     result = run_train(tmp_path, f"data.data_dir={tmp_path / 'nodata'}", *overrides)
-    assert result.returncode == status, result.stderr
+    assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]  # one line
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "logs" / "cache").exists()
+
+
+def test_a_setting_lightning_refuses_is_one_line_too(tmp_path, mnist_dir):
+    result = run_train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=pretrain", "trainer.precision=abc")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: trainer.precision='abc' is not allowed: lightning.pytorch.Trainer refuses it: Precision 'abc' is invalid")
+    assert "\n" not in result.stderr.strip() and "Traceback" not in result.stderr + result.stdout
+    assert not list((tmp_path / "run").glob("metrics.json"))
 
 
 def test_more_shots_than_a_task_has_is_rejected_before_training(tmp_path, mnist_dir):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -20,7 +21,7 @@ from music.models import MLP
 from music.models.classifier import Classifier
 from music.run import load_data, run
 
-from conftest import CONFIGS, FAST, ROOT, make_cfg
+from conftest import CONFIGS, FAST, ROOT, make_cfg, write_mnist_files
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 CONTRACT = ["experiment", "seed", "dataset", "test/acc", "test/acc_seen", "test/acc_unseen", "val/acc"]
@@ -123,6 +124,21 @@ def test_missing_dataset_without_network_says_where_to_put_the_files(tmp_path, m
         load_dataset("kmnist", tmp_path / "data", download=True)
     message = str(err.value)
     assert "download failed" in message and str(tmp_path / "data" / "KMNIST" / "raw") in message
+    assert not (tmp_path / "data").exists()  # nothing was downloaded: no folder was made
+
+
+def test_a_download_moves_into_torchvisions_layout_whole(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class FakeKMNIST:  # torchvision's contract: the files land in <root>/KMNIST/raw
+        def __init__(self, root, train, download):
+            write_mnist_files(Path(root), per_class_train=3, per_class_test=1, folder="KMNIST")
+
+    monkeypatch.setattr(torchvision.datasets, "KMNIST", FakeKMNIST)
+    splits = load_dataset("kmnist", tmp_path / "data", download=True)
+    assert len(splits["train"][1]) == 30 and len(splits["test"][1]) == 10
+    assert sorted(p.name for p in (tmp_path / "data" / "KMNIST" / "raw").iterdir()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
 
 
 def train_cli(tmp_path, *args, env=None):
@@ -188,3 +204,13 @@ def test_wandb_is_closed_when_a_job_fails(tmp_path, mnist_dir, monkeypatch):
     assert wandb.run is None  # the next multirun job starts a fresh W&B run
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("experiment", "lambdas", "collapsed"), [("task_arithmetic", "[0.0]", True), ("ties", "[0.5,1.0]", False), ("negation", "[0.0]", True)])
+def test_a_merge_that_picks_theta0_says_so(tmp_path, mnist_dir, shared_cache, caplog, experiment, lambdas, collapsed):
+    cfg = make_cfg(tmp_path, mnist_dir, f"experiment={experiment}", "tasks=[[1],[2]]", *FAST, f"merge.lambdas={lambdas}", cache_dir=shared_cache)
+    metrics = run(cfg)
+    assert metrics["merge/collapsed_to_theta0"] is collapsed
+    assert ("collapsed to θ0" in caplog.text) is collapsed
+    if collapsed and experiment != "negation":  # θ0 + 0·τ is θ0: the same predictions
+        assert (metrics["test/acc"], metrics["val/acc"]) == (metrics["theta0/test/acc"], metrics["theta0/val/acc"])

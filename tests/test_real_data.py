@@ -1,6 +1,7 @@
 """On real Fashion-MNIST (Debian's dataset-fashion-mnist): accuracy floors and the sequential accuracy matrix."""
 
 import json
+import re
 
 import pytest
 
@@ -81,3 +82,14 @@ def test_ft_classifier_lowers_held_out_kl(tmp_path, fashion_dir, cache, head, la
                           "tasks=[[0,1],[2,3],[4,5],[6,7],[8,9]]", f"merge.lambdas={lambdas}")
     assert metrics["align/kl_after"] < metrics["align/kl_before"]
     assert metrics["align/shots_per_class"] == 5
+
+
+def test_music_paper_preset_trains_theta0_to_its_target(tmp_path, fashion_dir, cache, caplog):
+    caplog.set_level("INFO")
+    # the preset's weak θ0 (2000 images, at most 30 epochs) with a target Fashion-MNIST can reach (0.917 it cannot)
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "sweep=music_paper", "experiment=pretrain", "pretrain.target_val_acc=0.78")
+    assert metrics["theta0/target_val_acc"] == 0.78 and metrics["theta0/val/acc"] >= 0.78
+    stopped = re.search(r"θ0 reached the target validation accuracy 0.78 after (\d+) epoch", caplog.text)
+    assert stopped and int(stopped.group(1)) < 30  # it stopped there, not at the cap
+    capped = run_fashion(tmp_path / "capped", fashion_dir, cache, "sweep=music_paper", "experiment=pretrain", "pretrain.target_val_acc=null")
+    assert capped["theta0/val/acc"] > metrics["theta0/val/acc"]  # 30 epochs go further than the target

@@ -137,3 +137,15 @@ def test_same_command_same_seed_gives_identical_metrics_json(tmp_path, mnist_dir
         outputs.append((tmp_path / attempt / "run" / "metrics.json").read_bytes())
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["seed"] == 5
+
+
+def test_files_a_run_writes_honour_the_umask(tmp_path, mnist_dir):
+    previous = os.umask(0o022)
+    try:
+        cfg = make_cfg(tmp_path, mnist_dir, "experiment=task_arithmetic", "tasks=[[1],[2]]", *FAST)
+        run(cfg)
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "run" / "metrics.json", tmp_path / "run" / "timings.json", *(tmp_path / "cache").glob("*.safetensors")]
+    assert len(written) == 5  # θ0 and two fine-tunes
+    assert {oct(path.stat().st_mode & 0o777) for path in written} == {"0o644"}  # colleagues can read a shared cache

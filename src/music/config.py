@@ -1,10 +1,11 @@
 """Config validation in one place, before any work: each problem is one line naming the setting and what is allowed."""
 
+import importlib
 import math
+import warnings
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -14,6 +15,7 @@ from music.errors import ConfigError
 from music.evaluation import HEADS
 
 ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
+ALIGN_SAMPLING = ("balanced", "random")
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 CLASS_IDS = f"class ids are integers in 0..{NUM_CLASSES - 1}"
@@ -85,6 +87,8 @@ def _check_align(cfg: DictConfig) -> None:
     if cfg.finetune.get("linearized", False):
         raise ConfigError("align", align.method, "none with finetune.linearized=true (a linearized model has no separate head to align)")
     _check_positive_int("align.shots_per_class", align.shots_per_class)
+    if align.get("sampling") not in ALIGN_SAMPLING:
+        raise ConfigError("align.sampling", align.get("sampling"), f"one of {', '.join(ALIGN_SAMPLING)} (k images of each class, or k·c from the task's pool)")
     if align.method == "ft_classifier":
         if not isinstance(align.lr, (int, float)) or isinstance(align.lr, bool) or not align.lr > 0:
             raise ConfigError("align.lr", align.lr, "a number > 0")
@@ -97,9 +101,20 @@ def _check_align(cfg: DictConfig) -> None:
 def validate_with_data(cfg: DictConfig, split: Split) -> None:
     """The checks that need the data's size, run as soon as it is loaded (before any training)."""
     if cfg.align.method != "none":
-        most = min(len(split.train_of(task)) // len(task) for task in cfg.tasks)
+        if cfg.align.sampling == "balanced":
+            most = min(len(split.train_of([c])) for task in cfg.tasks for c in task)
+        else:
+            most = min(len(split.train_of(task)) // len(task) for task in cfg.tasks)
         if cfg.align.shots_per_class > most:
             raise ConfigError("align.shots_per_class", cfg.align.shots_per_class, f"at most {most} (a task's training images per class)")
+
+
+def _importable(path) -> bool:
+    module, _, name = str(path).rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except (ImportError, ValueError):
+        return False
 
 
 def _culprit(node: DictConfig, call) -> str | None:
@@ -109,7 +124,9 @@ def _culprit(node: DictConfig, call) -> str | None:
             continue
         alone = OmegaConf.create({k: v for k, v in node.items() if k.startswith("_")} | {key: node[key]})
         try:
-            call(instantiate(alone))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
+                call(instantiate(alone))
         except Exception:
             return key
     return None
@@ -118,13 +135,13 @@ def _culprit(node: DictConfig, call) -> str | None:
 def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
     """`call(instantiate(node, **kwargs))`; when the target refuses the settings (torch's, Lightning's or Hydra's
     own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
+    if not _importable(node.get("_target_")):
+        raise ConfigError(f"{setting}._target_", node.get("_target_"), "an importable class or function, e.g. torch.optim.SGD")
     try:
         return call(instantiate(node, **kwargs))
     except Exception as error:
         cause = error.__cause__ or error
         said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-        if isinstance(error, InstantiationException) and error.__cause__ is None:  # Hydra could not find the target
-            raise ConfigError(f"{setting}._target_", node.get("_target_"), f"an importable class or function ({said})") from None
         key = _culprit(node, call)
         where, value = (f"{setting}.{key}", _value(node[key])) if key else (setting, OmegaConf.to_container(node))
         raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None

@@ -45,6 +45,14 @@ def seed_everything(seed: int) -> None:
     L.seed_everything(seed, verbose=False)
 
 
+def target_stop(monitor: str, target: float, epochs: int):
+    """Lightning's EarlyStopping that ends training once `monitor` (checked after every epoch's validation) reaches
+    `target`, and never earlier for lack of improvement (patience: all the epochs)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return EarlyStopping(monitor=monitor, mode="max", stopping_threshold=target, patience=epochs, check_on_train_epoch_end=False)
+
+
 def quiet_lightning() -> None:
     """Lightning's own log, as the run's log shows it: warnings only (its banners and tips, once per Trainer, would
     drown the run's lines), through the run's handlers alone (Lightning adds a console handler of its own, which
@@ -184,7 +192,13 @@ class Experiment:
 
         def build():
             seed_everything(stage_seed(self.cfg.seed, "pretrain/init"))
-            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False)
+            target = self.cfg.pretrain.get("target_val_acc")
+            stop = [] if target is None else [target_stop("pretrain/val/acc", target, self.cfg.pretrain.epochs)]
+            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop)
+            if stop and stop[0].stopped_epoch:  # patience is every epoch: only the target stops it early
+                log.info("θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1)
+            elif stop:
+                log.warning("θ0 trained all %d epochs without reaching the target validation accuracy %g", self.cfg.pretrain.epochs, target)
             return net.state_dict()
 
         return self.cache.get_or_build("theta0", self._theta0_material, build, label="θ0")

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from music.cache import ArtifactCache
 from music.config import validate, validate_with_data
-from music.errors import MusicError
+from music.errors import MusicError, traceback_wanted
 from music.experiment import Experiment
 from music.launching import claim_device, register_resolvers
 from music.strategies import STRATEGIES
@@ -93,7 +93,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
     except MusicError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if traceback_wanted():
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,6 +1,8 @@
 """Where the images come from: a flat folder of IDX files, or torchvision's layout (downloaded if missing)."""
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,7 +48,9 @@ def _read_folder(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] |
 
 
 def _download(name: str, data_dir: Path, download: bool) -> Path:
-    """torchvision's own download into <data_dir>/<ClassName>/raw; returns that folder."""
+    """torchvision's own download into <data_dir>/<ClassName>/raw; returns that folder. The download goes to a
+    temporary folder first and moves into place whole: a failed one (no network, a mistyped data_dir) leaves no
+    folders behind."""
     import torchvision.datasets  # imported here: only this path needs it
 
     cls = getattr(torchvision.datasets, DATASETS[name])
@@ -54,13 +58,18 @@ def _download(name: str, data_dir: Path, download: bool) -> Path:
     if not download:
         reason = "download is off (data.download=false)"
     else:
-        try:
-            for train in (True, False):
-                cls(root=str(data_dir), train=train, download=True)
-            return raw
-        except (RuntimeError, OSError) as e:
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            reason = f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
+        with tempfile.TemporaryDirectory(prefix="music-download-") as staging:
+            try:
+                for train in (True, False):
+                    cls(root=staging, train=train, download=True)
+            except (RuntimeError, OSError) as e:
+                lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+                reason = f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
+            else:
+                raw.mkdir(parents=True, exist_ok=True)
+                for file in (Path(staging) / DATASETS[name] / "raw").iterdir():
+                    shutil.move(file, raw / file.name)
+                return raw
     files = ", ".join(n for pair in IDX_FILES.values() for n in pair)
     raise DataError(
         f"data.name={name}: no dataset files in {data_dir} and {reason}. Put the four IDX files ({files}; plain or"

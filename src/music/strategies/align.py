@@ -17,6 +17,14 @@ def _mean_kl(teachers, model, images, masks) -> float:
     return sum(kl_to_teacher(t(x), model(x), m.expand(len(x), -1)) for t, x, m in zip(teachers, images, masks)) / len(teachers)
 
 
+def shots_of(exp: Experiment, task: list[int], per_class: int, sampling: str) -> torch.Tensor:
+    """The k·c images a task of c classes is aligned on: k of each class (`balanced`, as FT-Classifier's authors draw
+    them: labels choose which images and go no further), or k·c drawn from the task's pool (`random`)."""
+    if sampling == "balanced":
+        return torch.cat([exp.unlabeled_images([c], per_class, f"align/balanced/task_{'_'.join(map(str, task))}") for c in task])
+    return exp.unlabeled_images(task, per_class * len(task), "align")
+
+
 def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
     """A copy of `merged` whose head is re-aligned with each task's fine-tuned model; and its figures.
 
@@ -25,12 +33,12 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
     cfg = exp.cfg.align
     tasks = exp.tasks
     teachers = [exp.load_net(exp.finetuned(task)).eval() for task in tasks]
-    shots = [exp.unlabeled_images(task, cfg.shots_per_class * len(task), "align") for task in tasks]
+    shots = [shots_of(exp, task, cfg.shots_per_class, cfg.sampling) for task in tasks]
     held_out = [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))]
     masks = [exp.allowed[task[0]] for task in tasks]  # every class of a task shares its row: known from the task id
     merged = merged.eval()
     aligned = copy.deepcopy(merged)
-    report = {"align/method": cfg.method, "align/shots_per_class": cfg.shots_per_class, "align/kl_before": _mean_kl(teachers, merged, held_out, masks)}
+    report = {"align/method": cfg.method, "align/shots_per_class": cfg.shots_per_class, "align/sampling": cfg.sampling, "align/kl_before": _mean_kl(teachers, merged, held_out, masks)}
 
     if cfg.method == "ft_classifier":
         with torch.no_grad():

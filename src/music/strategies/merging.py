@@ -109,7 +109,11 @@ def merge(exp: Experiment) -> dict:
     exp.timings |= {"merge/statistics": statistics_s, "merge/search": time.perf_counter() - start - statistics_s}
     point, metrics, direction = best
     picked = {name: point[name] for name in names}
-    log.info("%s: picked λ=%g %s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], picked, point["val/acc"], point["test/acc"])
+    knobs = "".join(f", {name}={value:g}" for name, value in picked.items())
+    log.info("%s: picked λ=%g%s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], knobs, point["val/acc"], point["test/acc"])
+    collapsed = point["lambda"] == 0  # θ0 + 0·τ: no grid point beat θ0 on validation (ties go to the first point)
+    if collapsed:
+        log.warning("%s collapsed to θ0: λ=0 was picked on validation, so the merged model is θ0 itself", cfg.method)
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     report = diagnostics(merger.tau)
     if "keep_fraction" in picked:  # conflicts TIES resolves: among the coordinates it keeps
@@ -125,6 +129,7 @@ def merge(exp: Experiment) -> dict:
     return metrics | picked | report | {
         "merge_method": cfg.method,
         "lambda": point["lambda"],
+        "merge/collapsed_to_theta0": collapsed,
         "lambda_curve": curve,
         "test/acc_oracle_lambda": max(p["test/acc"] for p in curve),
         "merge/points": len(curve),
@@ -149,10 +154,13 @@ def negation(exp: Experiment) -> dict:
     point = min((p for p in curve if p["val/control_acc"] >= floor), key=lambda p: (p["val/target_acc"], p["lambda"]))
     log.info("negation of %s: λ=%g, test target acc %.4f -> %.4f, control %.4f -> %.4f", target, point["lambda"],
              before["test/target_acc"], point["test/target_acc"], before["test/control_acc"], point["test/control_acc"])
+    if point["lambda"] == 0:
+        log.warning("negation collapsed to θ0: no λ kept the control classes' floor while lowering the target's accuracy")
     exp.log_table("negation/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     return exp.metrics(runs[point["lambda"]]) | {
         "negation/target": target,
         "lambda": point["lambda"],
+        "merge/collapsed_to_theta0": point["lambda"] == 0,
         "lambda_curve": curve,
         "val/control_acc_floor": floor,
         **{f"{k}_before": v for k, v in before.items() if k != "lambda"},
