@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 # dataset name -> torchvision class name (also its folder under data_dir: <data_dir>/<ClassName>/raw)
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+# copies a system package installs, read when data_dir holds none (Debian's dataset-fashion-mnist)
+SYSTEM_COPIES = {"fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 NUM_CLASSES = 10
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -78,14 +80,21 @@ def _download(name: str, data_dir: Path, download: bool) -> Path:
 
 
 def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train': (uint8 images N×28×28, int64 labels), 'test': (...)} of one of DATASETS."""
+    """{'train': (uint8 images N×28×28, int64 labels), 'test': (...)} of one of DATASETS, read from the first folder
+    that holds the four IDX files: data_dir itself, torchvision's data_dir/<ClassName>/raw, a system-wide copy
+    (SYSTEM_COPIES), or what torchvision downloads into data_dir/<ClassName>/raw."""
     if name not in DATASETS:
         raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
     data_dir = Path(data_dir)
-    # one reader for every layout: a flat folder, torchvision's <ClassName>/raw, or what a download put there
     raw = data_dir / DATASETS[name] / "raw"
-    splits = _read_folder(data_dir) or _read_folder(raw) or _read_folder(_download(name, data_dir, download))
-    if splits is None:
-        raise DataError(f"data.name={name}: the download into {raw} left some of the four IDX files missing")
-    log.info("%s: %d train / %d test images from %s", name, len(splits["train"][1]), len(splits["test"][1]), data_dir)
+    for folder in (data_dir, raw, *SYSTEM_COPIES.get(name, ())):
+        splits = _read_folder(folder)
+        if splits is not None:
+            break
+    else:
+        folder = _download(name, data_dir, download)
+        splits = _read_folder(folder)
+        if splits is None:
+            raise DataError(f"data.name={name}: the download into {raw} left some of the four IDX files missing")
+    log.info("%s: %d train / %d test images from %s", name, len(splits["train"][1]), len(splits["test"][1]), folder)
     return splits
