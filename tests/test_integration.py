@@ -214,3 +214,10 @@ def test_a_merge_that_picks_theta0_says_so(tmp_path, mnist_dir, shared_cache, ca
     assert ("collapsed to θ0" in caplog.text) is collapsed
     if collapsed and experiment != "negation":  # θ0 + 0·τ is θ0: the same predictions
         assert (metrics["test/acc"], metrics["val/acc"]) == (metrics["theta0/test/acc"], metrics["theta0/val/acc"])
+
+
+def test_theta0_stops_at_its_target_even_in_the_first_epoch(tmp_path, mnist_dir, caplog):
+    caplog.set_level("INFO")
+    metrics = run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", "pretrain.epochs=5", "pretrain.target_val_acc=0.5", "data.batch_size=64"))
+    assert "θ0 reached the target validation accuracy 0.5 after 1 epoch(s)" in caplog.text
+    assert metrics["theta0/val/acc"] >= 0.5 and metrics["theta0/target_val_acc"] == 0.5

@@ -3,11 +3,15 @@
 import csv
 import json
 import statistics
+import subprocess
+import sys
 
 import pytest
 
 from music.report import main as report_main
 from music.report import distinct_curves, lambda_curves, method_label, overrides_of, summarize, theta0_training, variants, varying_keys
+
+from conftest import ROOT
 
 
 def write_run(folder, experiment, seed, acc, **extra):
@@ -180,3 +184,26 @@ def test_theta0_from_pretrain_runs_of_old_sweeps(tmp_path):
 def test_report_without_runs_exits_2(tmp_path, capsys):
     assert report_main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_report_of_a_real_multirun_whose_runs_share_overrides(tmp_path, mnist_dir):
+    """What the issue saw: overrides every run shares (data.download=false, tasks=…, finetune.epochs=…) made every
+    method name a variant, lost the merged baseline and blanked the Δ column."""
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=merged,sequential,task_arithmetic", "seed=0,1",
+               f"data.data_dir={mnist_dir}", "data.download=false", "tasks=[[1],[2]]", "finetune.epochs=1", "pretrain.epochs=2",
+               "data.batch_size=64", "merge.lambdas=[0.0,0.5,1.0]", "logger=none", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
+    assert len(runs) == 6 and all("data.download=false" in r["overrides"] or "data.download=False" in r["overrides"] for r in runs)
+    rows = {r["method"]: r for r in summarize(runs)}
+    assert list(rows) == ["θ0 (pretrained)", "merged", "sequential", "task_arithmetic"]
+    by = {(r["experiment"], r["seed"]): r for r in runs}
+    for method in ("sequential", "task_arithmetic"):
+        assert rows[method]["paired seeds"] == 2
+        assert rows[method]["Δ test/acc vs merged"] == pytest.approx(statistics.fmean(by[(method, s)]["test/acc"] - by[("merged", s)]["test/acc"] for s in (0, 1)))
+    assert rows["θ0 (pretrained)"]["test/acc"] == pytest.approx(statistics.fmean(by[("merged", s)]["theta0/test/acc"] for s in (0, 1)))
+    assert report_main([str(sweep)]) == 0
+    table = (sweep / "report.md").read_text()
+    assert "| task_arithmetic | 2 |" in table and "| sequential | 2 |" in table  # names without shared overrides

@@ -195,7 +195,7 @@ class Experiment:
             target = self.cfg.pretrain.get("target_val_acc")
             stop = [] if target is None else [target_stop("pretrain/val/acc", target, self.cfg.pretrain.epochs)]
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop)
-            if stop and stop[0].stopped_epoch:  # patience is every epoch: only the target stops it early
+            if stop and stop[0].stopping_reason.name == "STOPPING_THRESHOLD":
                 log.info("θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1)
             elif stop:
                 log.warning("θ0 trained all %d epochs without reaching the target validation accuracy %g", self.cfg.pretrain.epochs, target)

@@ -10,11 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from music.cache import ArtifactCache
 from music.config import validate, validate_with_data
+from music.data import TaskData
 from music.errors import MusicError, traceback_wanted
 from music.experiment import Experiment
 from music.launching import claim_device, register_resolvers
 from music.strategies import STRATEGIES
-from music.data import TaskData
 from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, summary_lines, write_metrics
 
 log = logging.getLogger(__name__)
