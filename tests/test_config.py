@@ -34,10 +34,10 @@ BAD = [
     ("experiment=ties merge.keep_fraction=[0.0]", "merge.keep_fraction=[0.0]", "(0, 1]"),
     ("experiment=dare merge.p=[1.0]", "merge.p=[1.0]", "numbers in [0, 1)"),
     ("experiment=regmean merge.alpha=[-0.1]", "merge.alpha=[-0.1]", "numbers in [0, 1]"),
-    ("experiment=tangent merge=fisher", "merge.method='fisher'", "average, task_arithmetic, ties or dare with finetune.linearized=true"),
+    ("experiment=tangent merge=fisher", "merge.method='fisher'", "a method without statistics of the network with finetune.linearized=true"),
     ("experiment=dare merge.base=average", "merge.base='average'", "one of task_arithmetic, ties"),
     ("experiment=regmean merge.alpha=[]", "merge.alpha=[]", "non-empty list"),
-    ("experiment=task_arithmetic merge.method=soup", "merge.method='soup'", "one of average, task_arithmetic"),
+    ("experiment=task_arithmetic merge.method=soup", "merge.method='soup'", "one of task_arithmetic, average, ties, dare, fisher, regmean, tsv"),
     ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "integer ≥ 1"),
     ("experiment=negation negation.target=[]", "negation.target=[]", "non-empty list of classes"),
     ("experiment=negation negation.control_floor=2", "negation.control_floor=2", "(0, 1]"),
@@ -80,7 +80,7 @@ def run_train(tmp_path, *overrides):
         # no files and no download: the message says where to put them
         (["data.download=false"], "Put the four IDX files"),
         # what Hydra refuses: one line too, with the available names
-        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of average, dare,"),
+        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, average,"),
         (["data=cifar"], "Could not find 'data/cifar': one of fashion_mnist, kmnist, mnist"),
         (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
         (["seed=[1"], "error: "),

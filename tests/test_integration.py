@@ -18,6 +18,7 @@ from music.data.datamodule import MusicDataModule
 from music.errors import DataError
 from music.experiment import Experiment
 from music.models import MLP
+from music.merging.methods import METHODS
 from music.models.classifier import Classifier
 from music.run import load_data, run
 
@@ -30,10 +31,9 @@ PER_STRATEGY = {
     "sequential": ["acc_matrix", "forgetting", "bwt"],
     "individual": ["individual_acc_matrix"],
     "negation": ["lambda", "lambda_curve", "test/target_acc", "test/target_acc_before", "test/control_acc", "test/control_acc_before"],
-    **{m: MERGE for m in ("average", "task_arithmetic", "fisher", "tangent")},
-    "ties": MERGE + ["keep_fraction"],
-    "dare": MERGE + ["p"],
-    "regmean": MERGE + ["alpha"],
+    # every merge method: the contract, its labels and its picked knobs (DARE's base, task arithmetic, has none)
+    **{m: MERGE + ["merge/data", "merge/task_id", "merge/collapsed_to_theta0", *method.knobs] for m, method in METHODS.items()},
+    "tangent": MERGE,
     "ft_classifier": MERGE + ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/shots_per_class"],
 }
 RUN_NAME = {"tangent": "tangent_task_arithmetic", "ft_classifier": "task_arithmetic+ft_classifier"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from music.merging import TaskVector, kernels, stack
+from music.merging import TaskVector, adamerging, kernels, stack
 from music.merging.statistics import diagonal_fisher, linear_input_grams
 from music.models import LinearizedNet
 
@@ -133,3 +133,34 @@ def test_linearized_net_is_exact_for_a_linear_model_and_first_order_otherwise():
     loss.backward()  # gradients reach θ through θ − θ0, not the anchor θ0
     assert all(p.grad is not None for p in lin.net.parameters())
     assert all(p.grad is None for p in lin.anchor.parameters())
+
+
+def test_adamerging_coefficients_combine_task_vectors_per_task_and_per_layer():
+    theta0 = {"w": torch.ones(2, 2), "b": torch.zeros(2)}
+    vectors = [TaskVector({"w": torch.eye(2), "b": torch.tensor([1.0, 0.0])}), TaskVector({"w": torch.full((2, 2), 2.0), "b": torch.tensor([0.0, 3.0])})]
+    merged = adamerging.merged_parameters(theta0, vectors, torch.tensor([0.5, 0.25]))  # task-wise
+    assert merged["w"].tolist() == [[2.0, 1.5], [1.5, 2.0]] and merged["b"].tolist() == [0.5, 0.75]
+    layerwise = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # task 0 moves w only, task 1 moves b only
+    merged = adamerging.merged_parameters(theta0, vectors, layerwise)
+    assert merged["w"].tolist() == [[2.0, 1.0], [1.0, 2.0]] and merged["b"].tolist() == [0.0, 3.0]
+    assert adamerging.weighted_sum(vectors, layerwise).deltas["b"].tolist() == [0.0, 3.0]
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_adamerging_lowers_the_entropy_and_keeps_its_coefficients_in_bounds(layerwise):
+    generator = torch.Generator().manual_seed(0)
+    net = nn.Linear(4, 3)
+    theta0 = {k: v.detach() for k, v in net.state_dict().items()}
+    vectors = [TaskVector({k: torch.randn(v.shape, generator=generator) * 2 for k, v in theta0.items()}) for _ in range(2)]
+    images = [torch.randn(64, 4, generator=generator) for _ in range(2)]
+
+    def logits(params, x, k):
+        return torch.func.functional_call(net, params, (x,))
+
+    coefficients, history = adamerging.adamerging(theta0, vectors, logits, images, layerwise, generator, steps=150, lr=0.02, batch_size=64)
+    assert coefficients.shape == ((2, 2) if layerwise else (2,))
+    assert float(coefficients.min()) >= 0.0 and float(coefficients.max()) <= 1.0
+    assert sum(history[-10:]) / 10 < sum(history[:10]) / 10 - 0.05  # entropy went down
+    full = adamerging.merged_parameters(theta0, vectors, coefficients)
+    entropy_at = lambda params: sum(float(adamerging.entropy(logits(params, x, 0))) for x in images)  # noqa: E731
+    assert entropy_at(full) < entropy_at(adamerging.merged_parameters(theta0, vectors, torch.full_like(coefficients, 0.3)))

@@ -63,7 +63,7 @@ def test_slurm_launcher_config_composes():
     assert (launcher.gpus_per_node, launcher.partition, launcher.array_parallelism) == (1, "gpu", 64)
 
 
-@pytest.mark.parametrize("preset", ["compare_classes", "music_paper", "align_pairs", "align_classes"])
+@pytest.mark.parametrize("preset", ["compare_classes", "compare_pairs", "music_paper", "align_pairs", "align_classes"])
 def test_sweep_presets_compose(preset):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"sweep={preset}"], return_hydra_config=True)

@@ -63,17 +63,22 @@ def _check_grid(setting: str, values, interval: str) -> None:
             raise ConfigError(setting, _value(values), allowed)
 
 
-def _check_merge(merge: DictConfig) -> None:
-    from music.strategies.merging import DARE_BASES, KNOBS, knob_names
+def _check_merge(cfg: DictConfig) -> None:
+    from music.merging.methods import DARE_BASES, METHODS, knob_interval, knob_names
 
-    if merge.method not in KNOBS:
-        raise ConfigError("merge.method", merge.method, f"one of {', '.join(KNOBS)}")
+    merge = cfg.merge
+    if merge.method not in METHODS:
+        raise ConfigError("merge.method", merge.method, f"one of {', '.join(METHODS)}")
+    method = METHODS[merge.method]
     if merge.method == "dare" and merge.get("base") not in DARE_BASES:
         raise ConfigError("merge.base", merge.get("base"), f"one of {', '.join(DARE_BASES)} (what DARE's dropped vectors are merged with)")
-    intervals = {"keep_fraction": "(0, 1]", "p": "[0, 1)", "alpha": "[0, 1]"}
-    for name in knob_names(merge):
-        _check_grid(f"merge.{name}", merge.get(name), intervals[name])
+    for name in knob_names(merge.method, merge.get("base")):
+        _check_grid(f"merge.{name}", merge.get(name), knob_interval(merge.method, merge.get("base"), name))
     _check_positive_int("merge.num_samples", merge.num_samples)
+    if cfg.finetune.get("linearized", False) and method.statistics is not None:
+        raise ConfigError("merge.method", merge.method, "a method without statistics of the network with finetune.linearized=true (they describe the network, not its linearization)")
+    if method.task_id and cfg.align.method != "none":
+        raise ConfigError("align", cfg.align.method, f"none with merge.method={merge.method}: it keeps one model per task (task id at test), there is no single merged head to align")
 
 
 def _check_align(cfg: DictConfig) -> None:
@@ -214,9 +219,7 @@ def validate(cfg: DictConfig, strategies) -> None:
     if target is not None:
         _check_fraction("pretrain.target_val_acc", target, closed_right=True)
     if cfg.strategy == "merge":
-        _check_merge(cfg.merge)
-        if cfg.finetune.get("linearized", False) and cfg.merge.method in ("fisher", "regmean"):
-            raise ConfigError("merge.method", cfg.merge.method, "average, task_arithmetic, ties or dare with finetune.linearized=true (fisher and regmean statistics describe the network, not its linearization)")
+        _check_merge(cfg)
     if cfg.strategy == "negation":
         _check_classes("negation.target", cfg.negation.target)
         _check_fraction("negation.control_floor", cfg.negation.control_floor, closed_right=True)

@@ -249,6 +249,16 @@ class Experiment:
         batch = self.cfg.data.eval_batch_size
         return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
 
+    def routed(self, default: Predictions, per_task: list[Predictions]) -> Predictions:
+        """Each image of a task's classes as that task's predictions say (its task id known at test), every other
+        image as `default` says."""
+        out = {split: preds.clone() for split, preds in default.items()}
+        for task, preds in zip(self.tasks, per_task):
+            for split, (_, labels) in self.eval_sets.items():
+                mine = torch.isin(labels, torch.tensor(task))
+                out[split][mine] = preds[split][mine]
+        return out
+
     def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""

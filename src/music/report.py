@@ -26,8 +26,11 @@ BASELINE = "merged"
 DELTA = f"Δ test/acc vs {BASELINE}"
 COLLAPSED = "collapsed to θ0"
 THETA0 = "θ0 (pretrained)"
-FAMILIES = ["θ0", "fine-tuning", "merging", "merging + alignment", "negation"]  # table and chart order
-FAMILY_COLOURS = {"θ0": "#7f7f7f", "fine-tuning": "#1f77b4", "merging": "#ff7f0e", "merging + alignment": "#2ca02c", "negation": "#d62728"}
+# table and chart order: methods that read more data, or the task id at test, are a different contest
+FAMILY_COLOURS = {"θ0": "#7f7f7f", "fine-tuning": "#1f77b4", "merging, data-free": "#ff7f0e", "merging, unlabeled data": "#bcbd22",
+                  "merging, labeled data": "#8c564b", "merging + alignment": "#2ca02c", "task id at test": "#9467bd", "negation": "#d62728"}
+FAMILIES = list(FAMILY_COLOURS)
+DATA_ORDER = ("none", "unlabeled", "labeled")
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST", "cifar10": "CIFAR-10",
                  "cifar100": "CIFAR-100", "svhn": "SVHN"}
 HEAD_NAMES = {"shared": "shared head", "per_task": "per-task heads"}
@@ -128,15 +131,34 @@ def strategy_of(run: dict) -> str:
     return "merge" if "lambda_curve" in run or "lambda" in run else run["experiment"]
 
 
-def family_of(run: dict) -> str:
+def labels_of(run: dict) -> tuple[str, str]:
+    """The two labels every row prints: the data the method reads for the new tasks (beyond the per-task fine-tunes,
+    for merges: `none` | `unlabeled` | `labeled`), and whether it needs each test image's task id (`yes` | `no`)."""
     strategy = strategy_of(run)
     if strategy == "pretrain":
-        return "θ0"
+        return "–", "no"
     if strategy in ("merged", "sequential", "individual"):
+        return "labeled", "yes" if strategy == "individual" else "no"
+    data = run.get("merge/data") or "none"
+    if run.get("align/method") not in (None, "none"):  # the aligners read a few unlabeled images per task
+        data = max(data, "unlabeled", key=DATA_ORDER.index)
+    return data, "yes" if run.get("merge/task_id") else "no"
+
+
+def family_of(run: dict) -> str:
+    strategy = strategy_of(run)
+    data, task_id = labels_of(run)
+    if strategy == "pretrain":
+        return "θ0"
+    if task_id == "yes":
+        return "task id at test"
+    if strategy in ("merged", "sequential"):
         return "fine-tuning"
     if strategy == "negation":
         return "negation"
-    return "merging + alignment" if run.get("align/method") not in (None, "none") else "merging"
+    if run.get("align/method") not in (None, "none"):
+        return "merging + alignment"
+    return {"none": "merging, data-free", "unlabeled": "merging, unlabeled data"}.get(data, "merging, labeled data")
 
 
 def pretty_setting(run: dict) -> str:
@@ -176,7 +198,8 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
         return None
     per_seed = {seed: statistics.fmean(v) for seed, v in by_seed.items()}  # the runs of a seed share θ0
     row = {"setting": setting, "pretty": pretty_setting(runs[0]), "method": THETA0, "experiment": "theta0", "variant": (),
-           "family": "θ0", "n": len(per_seed), "seeds": sorted(per_seed), COLLAPSED: None, "collapsed of": None}
+           "family": "θ0", "n": len(per_seed), "seeds": sorted(per_seed), COLLAPSED: None, "collapsed of": None,
+           "data": "–", "task id at test": "no"}
     for metric in METRICS + ALIGN_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
@@ -221,6 +244,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             first = next(iter(by_seed.values()))
             row = {"setting": setting, "pretty": pretty_setting(first), "method": method_label(experiment, variant),
                    "experiment": experiment, "variant": variant, "family": family_of(first), "n": len(by_seed), "seeds": sorted(by_seed)}
+            row["data"], row["task id at test"] = labels_of(first)
             for metric in METRICS + ALIGN_METRICS:
                 row[metric], row[f"{metric} ci95"] = _stats([r[metric] for r in by_seed.values() if r.get(metric) is not None])
             flags = [bool(r["merge/collapsed_to_theta0"]) for r in by_seed.values() if r.get("merge/collapsed_to_theta0") is not None]
@@ -255,7 +279,7 @@ def _fmt(mean, half) -> str:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     metrics = METRICS + ALIGN_METRICS + [DELTA]
-    columns = ["setting", "method", "family", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED]
+    columns = ["setting", "method", "family", "data", "task id at test", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -272,7 +296,7 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
         mine = [r for r in rows if r["setting"] == setting]
         shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
         collapsed = any(r[COLLAPSED] is not None for r in mine)
-        header = ["method", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], *[COLLAPSED] * collapsed, delta]
+        header = ["method", "data", "task id at test", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], *[COLLAPSED] * collapsed, delta]
         lines += [f"## {mine[0]['pretty']}", "", f"`{setting}`", ""]
         training = theta0_training([r for r in runs or [] if setting_of(r) == setting])
         if training:
@@ -283,7 +307,7 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
             if collapsed:
                 cells.append("–" if r[COLLAPSED] is None else f"{r[COLLAPSED]}/{r['collapsed of']}")
             paired = _fmt(r[DELTA], r[f"{DELTA} ci95"])
-            lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
+            lines.append(f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
         lines.append("")
         for image in images or []:
             if image.suffix == ".png" and image.stem.endswith(f"_{index}"):

@@ -1,7 +1,5 @@
 """Strategies that train: θ0 itself, one fine-tune on the union of tasks, task after task, and one per task."""
 
-import torch
-
 from music.evaluation import backward_transfer, forgetting
 from music.experiment import Experiment
 
@@ -39,14 +37,7 @@ def individual(exp: Experiment) -> dict:
     image to θ0 (the usual "individual" upper bound of merging papers); `individual_acc_matrix[i][j]` is
     θ_i's test accuracy on task j.
     """
-    theta0 = exp.load_net(exp.theta0)
-    routed = exp.predictions(theta0)
-    matrix = []
-    for i, task in enumerate(exp.tasks):
-        preds = exp.predictions(exp.model(exp.finetuned(task)))
-        matrix.append([exp.metrics(preds)[f"test/acc_task_{j}"] for j in range(len(exp.tasks))])
-        for split, (_, labels) in exp.eval_sets.items():
-            mine = torch.isin(labels, torch.tensor(task))
-            routed[split][mine] = preds[split][mine]
+    per_task = [exp.predictions(exp.model(exp.finetuned(task))) for task in exp.tasks]
+    matrix = [[exp.metrics(preds)[f"test/acc_task_{j}"] for j in range(len(exp.tasks))] for preds in per_task]
     exp.log_table("individual/acc_matrix", [f"task_{j}" for j in range(len(exp.tasks))], matrix)
-    return exp.metrics(routed) | {"individual_acc_matrix": matrix}
+    return exp.metrics(exp.routed(exp.predictions(exp.load_net(exp.theta0)), per_task)) | {"individual_acc_matrix": matrix}

@@ -1,26 +1,30 @@
 """Strategies over task vectors τ_i = θ_i − θ0: merge them (any method of `merge.method`) or negate one.
 
-Every knob (λ and the method's own: keep_fraction, p, alpha) is picked on validation data over its grid;
+Every knob (λ and the method's own, listed in merging/methods.py) is picked on validation data over its grid;
 the test set is only reported (the whole curve, and the oracle point for contrast).
 """
 
 import itertools
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from omegaconf import OmegaConf
+from torch.func import functional_call
 
+from music.align.kernels import MASKED
 from music.data.sources import NUM_CLASSES
+from music.evaluation.metrics import restrict
 from music.experiment import Experiment, stage_seed
 from music.merging import TaskVector, kernels, stack
+from music.merging.methods import METHODS, MergeInputs, knob_names
 from music.merging.statistics import diagonal_fisher, linear_input_grams
 from music.strategies.align import align
 
 log = logging.getLogger(__name__)
 
-# the knobs each method searches besides λ (DARE adds its base method's)
-KNOBS = {"average": [], "task_arithmetic": [], "ties": ["keep_fraction"], "dare": ["p"], "fisher": [], "regmean": ["alpha"]}
-DARE_BASES = ("task_arithmetic", "ties")
 HEAD = "head."
 
 
@@ -28,13 +32,6 @@ def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = T
     theta0 = exp.theta0
     exclude = () if include_head else (HEAD,)
     return theta0, [TaskVector.between(theta0, exp.finetuned(task), exclude=exclude) for task in tasks]
-
-
-def knob_names(merge_cfg) -> list[str]:
-    names = list(KNOBS[merge_cfg.method])
-    if merge_cfg.method == "dare":
-        names += KNOBS[merge_cfg.base]
-    return names
 
 
 def diagnostics(tau: torch.Tensor) -> dict:
@@ -46,61 +43,71 @@ def diagnostics(tau: torch.Tensor) -> dict:
     }
 
 
-class Merger:
-    """Turns task vectors and knob values into a merged direction τ_merged (θ = θ0 + λ·τ_merged)."""
+@dataclass(frozen=True)
+class EntropyData:
+    """What AdaMerging reads: θ0, the network's logits as a function of (parameters, images, task index), and each
+    task's unlabeled images."""
 
-    def __init__(self, exp: Experiment, vectors: list[TaskVector], method: str, base: str | None = None):
-        self.exp, self.vectors, self.method, self.base = exp, vectors, method, base
-        self.tau = stack(vectors)
-        self.template = vectors[0]
-        self.stats = self._statistics()
+    theta0: dict[str, torch.Tensor]
+    logits: Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
+    images: list[torch.Tensor]
 
-    def _samples(self, task: list[int]) -> torch.Tensor:
-        return self.exp.unlabeled_images(task, self.exp.cfg.merge.num_samples, self.method)
 
-    def _statistics(self):
-        tasks, exp = self.exp.tasks, self.exp
-        if self.method == "fisher":
-            names = list(self.template.deltas)
-            generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "fisher"))
-            return torch.stack([diagonal_fisher(exp.load_net(exp.finetuned(t)), self._samples(t), names, generator) for t in tasks])
-        if self.method == "regmean":
-            return [linear_input_grams(exp.load_net(exp.finetuned(t)), self._samples(t)) for t in tasks]
+def statistics(exp: Experiment, kind: str | None, theta0: dict, vectors: list[TaskVector], method: str):
+    """The per-task statistics a method estimates before merging (METHODS[…].statistics)."""
+    cfg, tasks = exp.cfg.merge, exp.tasks
+    if kind is None:
         return None
+    if kind == "entropy":  # each task's validation images, their labels never read: AdaMerging's unlabeled data
+        net = exp.load_net(theta0).eval()
+        masks = [exp.allowed[task[0]] for task in tasks]  # per-task heads: the task id says which classes score
 
-    def direction(self, knobs: dict) -> TaskVector:
-        method, tau = self.method, self.tau
-        if method == "dare":
-            generator = torch.Generator().manual_seed(stage_seed(self.exp.cfg.seed, f"dare/p={knobs['p']}"))
-            method, tau = self.base, kernels.dare(tau, knobs["p"], generator)
-        if method == "regmean":
-            return kernels.regmean(self.vectors, self.stats, knobs["alpha"])
-        flat = {
-            "task_arithmetic": lambda: kernels.task_arithmetic(tau),
-            "average": lambda: kernels.average(tau),
-            "ties": lambda: kernels.ties(tau, knobs["keep_fraction"]),
-            "fisher": lambda: kernels.fisher_weighted(tau, self.stats),
-        }[method]()
-        return self.template.unflatten(flat)
+        def logits(params, x, k):
+            return restrict(functional_call(net, params, (x,)), masks[k].expand(len(x), -1), fill=MASKED)
+
+        return EntropyData(theta0, logits, [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))])
+    samples = [exp.unlabeled_images(task, cfg.num_samples, method) for task in tasks]
+    if kind == "fisher":
+        names = list(vectors[0].deltas)
+        generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "fisher"))
+        return torch.stack([diagonal_fisher(exp.load_net(exp.finetuned(t)), x, names, generator) for t, x in zip(tasks, samples)])
+    if kind == "grams":
+        return [linear_input_grams(exp.load_net(exp.finetuned(t)), x) for t, x in zip(tasks, samples)]
+    raise ValueError(f"unknown statistics {kind!r}")
 
 
 def merge(exp: Experiment) -> dict:
-    """θ0 + λ·merge(τ_1..τ_T) with `merge.method`; every knob combination × λ is evaluated on validation."""
+    """θ0 + λ·merge(τ_1..τ_T) with `merge.method` (METHODS); every knob combination × λ is evaluated on validation.
+    Methods that need the task id at test give one direction per task, and each image of a task's classes is
+    predicted by θ0 + λ·direction_t (like `individual`)."""
     cfg = exp.cfg.merge
+    method = METHODS[cfg.method]
     per_task = exp.head == "per_task"  # each task keeps its own head: merge the feature extractor only
     theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head and not per_task)
     if per_task:
         theta0 = exp.with_task_heads(theta0)
     start = time.perf_counter()
-    merger = Merger(exp, vectors, cfg.method, cfg.get("base"))
+    inputs = MergeInputs(
+        vectors=vectors,
+        tau=stack(vectors),
+        stats=statistics(exp, method.statistics, theta0, vectors, cfg.method),
+        options=OmegaConf.to_container(cfg, resolve=True),
+        seeded=lambda purpose: torch.Generator().manual_seed(stage_seed(exp.cfg.seed, purpose)),
+    )
     statistics_s = time.perf_counter() - start
-    names = knob_names(cfg)
+    names = knob_names(cfg.method, cfg.get("base"))
+    lambdas = [float(lam) for lam in cfg.lambdas]
     curve, best = [], None
     for values in itertools.product(*(cfg[name] for name in names)):
         knobs = {name: float(v) for name, v in zip(names, values)}
-        direction = merger.direction(knobs)
-        lambdas = [float(lam) for lam in cfg.lambdas]
-        for lam, preds in zip(lambdas, exp.predictions_along(theta0, direction, lambdas)):
+        direction = method.merge(inputs, knobs)
+        if isinstance(direction, list):  # one direction per task: routed by the task id
+            default = exp.predictions(exp.model(theta0))
+            along = [exp.predictions_along(theta0, d, lambdas) for d in direction]
+            path = [exp.routed(default, [preds[i] for preds in along]) for i in range(len(lambdas))]
+        else:
+            path = exp.predictions_along(theta0, direction, lambdas)
+        for lam, preds in zip(lambdas, path):
             metrics = exp.metrics(preds)
             point = knobs | {"lambda": lam, "val/acc": metrics["val/acc"], "test/acc": metrics["test/acc"]}
             curve.append(point)
@@ -115,9 +122,9 @@ def merge(exp: Experiment) -> dict:
     if collapsed:
         log.warning("%s collapsed to θ0: λ=0 was picked on validation, so the merged model is θ0 itself", cfg.method)
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
-    report = diagnostics(merger.tau)
+    report = diagnostics(inputs.tau)
     if "keep_fraction" in picked:  # conflicts TIES resolves: among the coordinates it keeps
-        report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(merger.tau, picked["keep_fraction"]))
+        report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(inputs.tau, picked["keep_fraction"]))
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
         aligned, figures = align(exp, exp.model(direction.apply_to(theta0, point["lambda"])))
@@ -128,6 +135,8 @@ def merge(exp: Experiment) -> dict:
                  before["test/acc_before_align"], metrics["test/acc"], figures["align/kl_before"], figures["align/kl_after"])
     return metrics | picked | report | {
         "merge_method": cfg.method,
+        "merge/data": method.data,
+        "merge/task_id": method.task_id,
         "lambda": point["lambda"],
         "merge/collapsed_to_theta0": collapsed,
         "lambda_curve": curve,

@@ -1,0 +1,32 @@
+"""The method table: every merge method has its config, experiment and labels, and validation reads its intervals."""
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from music.config import validate
+from music.errors import ConfigError
+from music.merging.methods import DATA, METHODS
+from music.strategies import STRATEGIES
+
+from conftest import CONFIGS, make_cfg
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_has_its_config_its_experiment_and_its_labels(tmp_path, name):
+    method = METHODS[name]
+    assert yaml.safe_load((CONFIGS / "merge" / f"{name}.yaml").read_text())["method"] == name
+    cfg = make_cfg(tmp_path, tmp_path, f"experiment={name}")
+    assert cfg.strategy == "merge" and cfg.merge.method == name
+    validate(cfg, STRATEGIES)  # its grids lie in the table's intervals
+    assert all(OmegaConf.is_list(cfg.merge[knob]) for knob in method.knobs)  # a grid to search
+    assert method.data in DATA and isinstance(method.task_id, bool) and method.paper
+
+
+def test_a_knob_outside_the_tables_interval_is_refused_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"merge.ratio=\[0, 0.1\] is not allowed: a non-empty list of numbers in \(0, 1\]"):
+        validate(make_cfg(tmp_path, tmp_path, "experiment=pcb", "merge.ratio=[0,0.1]"), STRATEGIES)
+    with pytest.raises(ConfigError, match=r"align='ft_classifier' is not allowed: none with merge.method=emr"):
+        validate(make_cfg(tmp_path, tmp_path, "experiment=emr", "align=ft_classifier"), STRATEGIES)
+    with pytest.raises(ConfigError, match=r"merge.method='adamerging' is not allowed: a method without statistics"):
+        validate(make_cfg(tmp_path, tmp_path, "experiment=tangent", "merge=adamerging"), STRATEGIES)
