@@ -207,3 +207,24 @@ def test_report_of_a_real_multirun_whose_runs_share_overrides(tmp_path, mnist_di
     assert report_main([str(sweep)]) == 0
     table = (sweep / "report.md").read_text()
     assert "| task_arithmetic | none | no | 2 |" in table and "| sequential | labeled | no | 2 |" in table  # names without shared overrides
+
+
+def test_rows_carry_their_data_and_task_id_labels_and_task_id_methods_stand_apart(tmp_path):
+    runs = [
+        {"experiment": "individual", "strategy": "individual", "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.9},
+        {"experiment": "sequential", "strategy": "sequential", "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.5},
+        {"experiment": "ties", "strategy": "merge", "merge/data": "none", "merge/task_id": False, "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.6},
+        {"experiment": "fisher", "strategy": "merge", "merge/data": "unlabeled", "merge/task_id": False, "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.6},
+        {"experiment": "tall_masks", "strategy": "merge", "merge/data": "none", "merge/task_id": True, "seed": 0, "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.8},
+        {"experiment": "ties+procrustes", "strategy": "merge", "merge/data": "none", "merge/task_id": False, "align/method": "procrustes", "seed": 0,
+         "dataset": "mnist", "tasks": [[1], [2]], "test/acc": 0.7},
+    ]
+    rows = [(r["method"], r["family"], r["data"], r["task id at test"]) for r in summarize(runs)]
+    assert rows == [
+        ("sequential", "fine-tuning", "labeled", "no"),
+        ("ties", "merging, data-free", "none", "no"),
+        ("fisher", "merging, unlabeled data", "unlabeled", "no"),
+        ("ties+procrustes", "merging + alignment", "unlabeled", "no"),  # the aligner reads a few unlabeled images
+        ("individual", "task id at test", "labeled", "yes"),
+        ("tall_masks", "task id at test", "none", "yes"),
+    ]

@@ -92,32 +92,40 @@ def test_iso_cts_is_isotropic_and_reduces_to_iso_c():
     assert not torch.allclose(spectral.iso_cts(taus), spectral.iso_c(taus), atol=1e-3)
 
 
-def test_wudi_by_hand():
+def test_wudi_minimiser_by_hand():
     # 1×2 tasks: loss (a−1)² + (b−1)² + (2a+2b−8)²/8; by symmetry a = b and 2(a−1)² + 2(a−2)² is least at 1.5
     taus = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[2.0, 2.0]]])
-    assert spectral.wudi(taus)[0].tolist() == pytest.approx([1.5, 1.5])
-    assert spectral.wudi(taus[:1])[0].tolist() == pytest.approx([1.0, 0.0])  # one task: itself
+    assert spectral.wudi_minimiser(taus)[0].tolist() == pytest.approx([1.5, 1.5])
+    assert spectral.wudi_minimiser(taus[:1])[0].tolist() == pytest.approx([1.0, 0.0])  # one task: itself
 
 
-def test_wudi_is_minimum_norm_outside_the_tasks_row_space():
+def test_wudi_minimiser_is_minimum_norm_outside_the_tasks_row_space():
     taus = torch.zeros(3, 4, 5, dtype=torch.float64)
     taus[:, :, :3] = seeded(3, 4, 3, seed=8)  # column 3 and 4 unused by every task -> G is singular
-    merged = spectral.wudi(taus)
+    merged = spectral.wudi_minimiser(taus)
     assert torch.equal(merged[:, 3:], torch.zeros(4, 2, dtype=torch.float64))
-    assert torch.allclose(merged[:, :3], spectral.wudi(taus[:, :, :3]), atol=1e-10)
+    assert torch.allclose(merged[:, :3], spectral.wudi_minimiser(taus[:, :, :3]), atol=1e-10)
 
 
-def test_wudi_closed_form_matches_adam_on_the_same_objective():
+def test_wudi_descends_the_objective_towards_its_minimiser():
     taus = seeded(3, 4, 5, seed=9)
-    exact = spectral.wudi(taus)
-    iterated = spectral.wudi_adam(taus, steps=600, lr=3e-2)
+    exact = spectral.wudi_minimiser(taus)
+    iterated = spectral.wudi(taus, steps=600, lr=3e-2)  # run long enough, Adam reaches the minimiser
     exact_loss, iterated_loss = spectral.wudi_loss(exact, taus), spectral.wudi_loss(iterated, taus)
     assert exact_loss <= iterated_loss + 1e-12
     assert iterated_loss == pytest.approx(exact_loss.item(), rel=1e-5)
     assert torch.allclose(iterated, exact, atol=1e-2)  # G has full rank here, so the minimiser is unique
     # the authors' defaults (300 Adam steps at lr 1e-5 from Σ τ) only start down the same objective
-    authors = spectral.wudi_adam(taus)
+    authors = spectral.wudi(taus)
     assert exact_loss < spectral.wudi_loss(authors, taus) < spectral.wudi_loss(taus.sum(dim=0), taus)
+
+
+def test_wudi_gradient_in_closed_form_equals_autograd():
+    taus = seeded(3, 4, 5, seed=11)
+    tau = seeded(4, 5, seed=12).requires_grad_()
+    spectral.wudi_loss(tau, taus).backward()
+    gram, target = spectral._wudi_terms(taus)
+    assert torch.allclose(tau.grad, 2 * (tau.detach() @ gram - target), atol=1e-10)
 
 
 def test_vector_kernels_follow_the_reference_code():
