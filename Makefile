@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
-ARGS ?= experiment=sequential data=fashion_mnist data.data_dir=$(FASHION_MNIST)
+ARGS ?= experiment=sequential data=fashion_mnist
 SWEEP ?= $(lastword $(sort $(wildcard logs/train/multiruns/*)))
 
 .PHONY: help install data test test-all train report bench clean
@@ -30,7 +30,8 @@ test-all:  ## every test, slow ones included
 train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
 	$(PY) train.py $(ARGS)
 
-report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=logs/train/multiruns/<time> (default: the latest)
+report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=<sweep folder> (default: the latest under logs/train/multiruns)
+	@test -n "$(SWEEP)" || { echo "error: no sweep under logs/train/multiruns: make report SWEEP=<sweep folder>" >&2; exit 2; }
 	$(PY) -m music.report $(SWEEP)
 
 bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~2 min)

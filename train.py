@@ -9,8 +9,10 @@ from omegaconf import DictConfig
 from music.errors import one_line_errors
 from music.launching import register_resolvers
 
-# Lightning triggers torch's LeafSpec deprecation warning on every fit; it is not ours to fix.
+# Lightning triggers torch's LeafSpec deprecation warning on every fit, and torch's forward-mode AD (the tangent
+# experiments' jvp) its torch.jit.script one when it loads its decompositions; neither is ours to fix.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 register_resolvers()  # before Hydra composes: the gpu_pool launcher sizes itself with one
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from music.experiment import network_config
+from music.experiment import network_config, quiet_lightning
 from music.merging import kernels
 from music.merging.methods import METHODS
 from music.models.classifier import Classifier
@@ -60,6 +60,7 @@ def plain_epoch(net, images, labels, batch_size, lr) -> float:
 
 
 def trainer_epoch(cfg, data) -> float:
+    quiet_lightning()  # as a run's training stages are
     module = Classifier(instantiate(network_config(cfg)), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks])
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
     trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, callbacks=callbacks)

@@ -98,8 +98,8 @@ def run_train(tmp_path, *overrides):
         (["+data.tasks=[[1]]"], "error: data.tasks=[[1]] is not allowed: not set in the data group: the root setting `tasks`"),
         (["+data.seed=3"], "error: data.seed=3 is not allowed"),
         # Lightning-hydra-template's habit: the epochs are the project's budget, not the Trainer's
-        (["trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null: each stage's epochs are pretrain.epochs (θ0) and finetune.epochs"),
-        (["+trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null: each stage's epochs are pretrain.epochs"),
+        (["trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs (θ0) or finetune.epochs"),
+        (["+trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs"),
         (["experiment=ft_classifier", "align.sampling=stratified"], "error: align.sampling='stratified' is not allowed: one of balanced, random"),
         (["pretrain.target_val_acc=1.5"], "error: pretrain.target_val_acc=1.5 is not allowed: a number in (0, 1]"),
     ],

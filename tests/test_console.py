@@ -34,7 +34,7 @@ def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(t
     assert len(set(messages)) == len(messages), "\n".join(messages)  # nothing printed twice
     bars = [m for m in messages if re.match(r"^(pretrain|sequential/stage_\d) epoch \d+/\d+: 100%\|", m)]
     assert [b.split(" epoch")[0] for b in bars] == ["pretrain"] + [f"sequential/stage_{i}" for i in range(10)]
-    assert all("val_acc=" in b for b in bars)
+    assert all("loss=" in b and "val_acc=" in b for b in bars)
     for noise in ("GPU available", "litlogger", "log_every_n_steps", "anonymous", "wandb:"):
         assert noise not in output
     # the summary comes last, and says where W&B's files are
@@ -44,9 +44,11 @@ def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(t
     assert messages[-2].endswith("metrics.json") and messages[-1].startswith("  W&B offline run: upload it with `wandb sync ")
 
 
-def test_without_progress_bars_each_stage_logs_one_line(tmp_path, mnist_dir, caplog):
+@pytest.mark.parametrize("off", ["trainer.enable_progress_bar=false", "callbacks=none"])
+def test_without_progress_bars_each_stage_logs_one_line(tmp_path, mnist_dir, caplog, capsys, off):
     caplog.set_level("INFO")
-    run(make_cfg(tmp_path, mnist_dir, "experiment=sequential", "tasks=[[1],[2]]", "trainer.enable_progress_bar=false", *FAST))
+    run(make_cfg(tmp_path, mnist_dir, "experiment=sequential", "tasks=[[1],[2]]", off, *FAST))
+    assert "it/s" not in capsys.readouterr().err  # no bar at all, Lightning's own default one included
     assert [r.getMessage().split(" on ")[0] for r in caplog.records if r.getMessage().startswith("training ")] == [
         "training pretrain", "training sequential/stage_0", "training sequential/stage_1"]
 

@@ -174,7 +174,7 @@ def validate(cfg: DictConfig, strategies) -> None:
         if key in cfg.data:
             raise ConfigError(f"data.{key}", _value(cfg.data[key]), f"not set in the data group: the root setting `{key}` is the one the split and the strategies use (write {key}=...)")
     if cfg.trainer.get("max_epochs") is not None:
-        raise ConfigError("trainer.max_epochs", cfg.trainer.max_epochs, "null: each stage's epochs are pretrain.epochs (θ0) and finetune.epochs (every fine-tune), one budget every strategy shares")
+        raise ConfigError("trainer.max_epochs", cfg.trainer.max_epochs, "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
     if cfg.data.name not in DATASETS:
         raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
     tasks = cfg.tasks

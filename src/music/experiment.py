@@ -168,10 +168,14 @@ class Experiment:
             stage=stage,
             allowed=self.allowed if protocol else None,
         )
+        from lightning.pytorch.callbacks import ProgressBar
+
         callbacks = self.callbacks() + list(extra_callbacks)
-        trainer = instantiate_checked("trainer", self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False, callbacks=callbacks)
+        bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default one)
+        trainer = instantiate_checked("trainer", self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False, callbacks=callbacks,
+                                      enable_progress_bar=bar)
         # with a progress bar the bar is the console's line for this stage; the log file always gets this one
-        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not self.cfg.trainer.enable_progress_bar})
+        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not bar})
         start = time.perf_counter()
         trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
         self.timings[f"fit/{stage}"] = time.perf_counter() - start

@@ -26,6 +26,11 @@ class StageProgressBar(TQDMProgressBar):
         bar.reset(total=convert_inf(self.total_train_batches))
         bar.set_description(f"{self.stage} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # the stage's last training loss is logged at its epoch's end, after the bar's own epoch-end update
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        super().on_train_end()
+
     def init_validation_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)
 
