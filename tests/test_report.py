@@ -228,3 +228,14 @@ def test_rows_carry_their_data_and_task_id_labels_and_task_id_methods_stand_apar
         ("individual", "task id at test", "labeled", "yes"),
         ("tall_masks", "task id at test", "none", "yes"),
     ]
+
+
+def test_any_experiment_can_be_the_paired_baseline(tmp_path):
+    for seed, (m, s) in enumerate(zip([0.70, 0.72, 0.74], [0.80, 0.86, 0.83])):
+        write_run(tmp_path / f"{seed}_merged", "merged", seed, m)
+        write_run(tmp_path / f"{seed}_sequential", "sequential", seed, s)
+    runs = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
+    rows = {r["method"]: r for r in summarize(runs, baseline="sequential")}
+    assert rows["merged"]["Δ test/acc vs sequential"] == pytest.approx(-0.11) and rows["sequential"]["Δ test/acc vs sequential"] is None
+    assert report_main([str(tmp_path), "--baseline", "sequential"]) == 0
+    assert "Δ test/acc vs sequential (paired)" in (tmp_path / "report.md").read_text()

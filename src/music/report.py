@@ -22,8 +22,11 @@ from scipy import stats
 METRICS = ["test/acc", "test/acc_seen", "test/acc_unseen", "forgetting"]
 # shown where some run of a setting has them
 ALIGN_METRICS = ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/residual_orthogonal", "align/residual_lstsq"]
-BASELINE = "merged"
-DELTA = f"Δ test/acc vs {BASELINE}"
+BASELINE = "merged"  # the default experiment each row is paired with (--baseline)
+
+
+def delta_key(baseline: str = BASELINE) -> str:
+    return f"Δ test/acc vs {baseline}"
 COLLAPSED = "collapsed to θ0"
 THETA0 = "θ0 (pretrained)"
 # table and chart order: methods that read more data, or the task id at test, are a different contest
@@ -184,7 +187,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return t_interval(values) if values else (None, None)
 
 
-def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None) -> dict | None:
+def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str) -> dict | None:
     """θ0's test accuracy per seed: `theta0/test/acc` of the runs, else the test/acc of `pretrain` runs."""
     by_seed = defaultdict(list)
     for run in runs:
@@ -204,18 +207,19 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
     paired = [per_seed[s] - baseline[s]["test/acc"] for s in sorted(set(per_seed) & set(baseline or {}))]
-    row[DELTA], row[f"{DELTA} ci95"] = _stats(paired)
+    row[delta], row[f"{delta} ci95"] = _stats(paired)
     row["paired seeds"] = len(paired)
     return row
 
 
-def summarize(runs: list[dict]) -> list[dict]:
-    """One row per (setting, method): n seeds, mean and CI half-width of each metric, paired Δ vs merged.
+def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
+    """One row per (setting, method): n seeds, mean and CI half-width of each metric, paired Δ vs `baseline`.
 
-    A setting's rows start with θ0 (when the runs say what θ0 scored), then fine-tuning, merging, merging +
-    alignment and negation, each by name. The baseline of a row is the `merged` group of its setting that agrees
-    with the row on the override keys varying among the merged runs; pairs are the seeds both have.
+    A setting's rows start with θ0 (when the runs say what θ0 scored), then the families in FAMILIES order, each
+    by name. A row's baseline is the `baseline` experiment's group of its setting that agrees with the row on the
+    override keys varying among that experiment's runs; pairs are the seeds both have.
     """
+    delta = delta_key(baseline)
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run, variant in zip(runs, variants(runs)):
         if strategy_of(run) != "pretrain":  # θ0's own runs make the θ0 row
@@ -225,7 +229,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for run in runs:
         by_setting[setting_of(run)].append(run)
     for setting, setting_runs in by_setting.items():
-        merged = {key: by_seed for key, by_seed in groups.items() if key[0] == setting and key[1] == BASELINE}
+        merged = {key: by_seed for key, by_seed in groups.items() if key[0] == setting and key[1] == baseline}
         merged_keys = varying_keys([overrides_of(r) for by_seed in merged.values() for r in by_seed.values()])
 
         def baseline_of(by_seed: dict[int, dict]) -> dict[int, dict]:
@@ -236,7 +240,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                     return other
             return {}
 
-        theta0 = _theta0_row(setting, setting_runs, next(iter(merged.values())) if len(merged) == 1 else None)
+        theta0 = _theta0_row(setting, setting_runs, next(iter(merged.values())) if len(merged) == 1 else None, delta)
         mine = [theta0] if theta0 else []
         for (where, experiment, variant), by_seed in groups.items():
             if where != setting:
@@ -249,9 +253,9 @@ def summarize(runs: list[dict]) -> list[dict]:
                 row[metric], row[f"{metric} ci95"] = _stats([r[metric] for r in by_seed.values() if r.get(metric) is not None])
             flags = [bool(r["merge/collapsed_to_theta0"]) for r in by_seed.values() if r.get("merge/collapsed_to_theta0") is not None]
             row[COLLAPSED], row["collapsed of"] = (sum(flags), len(flags)) if flags else (None, None)
-            baseline = baseline_of(by_seed) if experiment != BASELINE else {}
-            paired = [by_seed[s]["test/acc"] - baseline[s]["test/acc"] for s in sorted(set(by_seed) & set(baseline))]
-            row[DELTA], row[f"{DELTA} ci95"] = _stats(paired)
+            paired_with = baseline_of(by_seed) if experiment != baseline else {}
+            paired = [by_seed[s]["test/acc"] - paired_with[s]["test/acc"] for s in sorted(set(by_seed) & set(paired_with))]
+            row[delta], row[f"{delta} ci95"] = _stats(paired)
             row["paired seeds"] = len(paired)
             mine.append(row)
         rows += sorted(mine, key=lambda r: (FAMILIES.index(r["family"]), r["method"]))
@@ -277,8 +281,8 @@ def _fmt(mean, half) -> str:
     return f"{mean:.4f}" if half is None else f"{mean:.4f} ± {half:.4f}"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    metrics = METRICS + ALIGN_METRICS + [DELTA]
+def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
+    metrics = METRICS + ALIGN_METRICS + [delta_key(baseline)]
     columns = ["setting", "method", "family", "data", "task id at test", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -287,11 +291,12 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerow({c: (" ".join(map(str, row[c])) if c == "seeds" else row[c]) for c in columns})
 
 
-def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path] | None = None) -> str:
+def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path] | None = None, baseline: str = BASELINE) -> str:
     """report.md: per setting a heading in words, θ0's training line, the table, then the plots (PNG)."""
-    delta = f"{DELTA} (paired)"
+    key = delta_key(baseline)
+    delta = f"{key} (paired)"
     lines = ["# Report", "", "Mean ± half-width of the 95% confidence interval (t distribution over seeds); "
-             f"{delta}: mean difference to `{BASELINE}` on the seeds both have.", ""]
+             f"{delta}: mean difference to `{baseline}` on the seeds both have.", ""]
     for index, setting in enumerate(dict.fromkeys(r["setting"] for r in rows)):
         mine = [r for r in rows if r["setting"] == setting]
         shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
@@ -306,7 +311,7 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
             cells = [_fmt(r[m], r[f"{m} ci95"]) for m in shown]
             if collapsed:
                 cells.append("–" if r[COLLAPSED] is None else f"{r[COLLAPSED]}/{r['collapsed of']}")
-            paired = _fmt(r[DELTA], r[f"{DELTA} ci95"])
+            paired = _fmt(r[key], r[f"{key} ci95"])
             lines.append(f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
         lines.append("")
         for image in images or []:
@@ -507,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", help="sweep or run folders (searched for metrics.json)")
     parser.add_argument("--out", help="where report.md, report.csv and the plots go (default: the first folder)")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
+    parser.add_argument("--baseline", default=BASELINE, help=f"the experiment each row is paired with (default: {BASELINE})")
     args = parser.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
@@ -514,10 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or args.folders[0])
     out.mkdir(parents=True, exist_ok=True)
-    rows = summarize(runs)
-    write_csv(rows, out / "report.csv")
+    rows = summarize(runs, args.baseline)
+    write_csv(rows, out / "report.csv", args.baseline)
     images = plot(runs, rows, out)
-    report = markdown(rows, runs, images)
+    report = markdown(rows, runs, images, args.baseline)
     (out / "report.md").write_text(report)
     if args.wandb:
         log_to_wandb(rows, images, out)
