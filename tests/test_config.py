@@ -100,6 +100,11 @@ def run_train(tmp_path, *overrides):
         # Lightning-hydra-template's habit: the epochs are the project's budget, not the Trainer's
         (["trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs (θ0) or finetune.epochs"),
         (["+trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs"),
+        (["+finetune.scheduler._target_=torch.optim.lr_scheduler.OneCycleLR", "+finetune.scheduler._partial_=true", "+finetune.scheduler.max_lr=0.1",
+          "+finetune.scheduler.total_steps=-5"], "error: finetune.scheduler={"),  # no single key is wrong alone: the whole node is named
+        (["+trainer.max_steps=100"], "error: trainer.max_steps=100 is not allowed: null; a stage trains for pretrain.epochs"),
+        (["experiment=adamerging", "merge.steps=-1"], "error: merge.steps=-1 is not allowed: an integer in [1, 100000]"),
+        (["experiment=consensus", "merge.k=abc"], "error: merge.k='abc' is not allowed: an integer in [1, 1000]"),
         (["experiment=ft_classifier", "align.sampling=stratified"], "error: align.sampling='stratified' is not allowed: one of balanced, random"),
         (["pretrain.target_val_acc=1.5"], "error: pretrain.target_val_acc=1.5 is not allowed: a number in (0, 1]"),
     ],

@@ -51,15 +51,25 @@ def _check_positive_int(setting: str, value) -> None:
         raise ConfigError(setting, value, "an integer ≥ 1")
 
 
+def _in_interval(value, interval: str) -> bool:
+    """Whether a number lies in an interval written like "(0, 1]" or "[0, 1)"."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    return (low <= value if interval[0] == "[" else low < value) and (value <= high if interval[-1] == "]" else value < high)
+
+
+def _check_number(setting: str, value, interval: str, integer: bool = False) -> None:
+    number = _is_int(value) if integer else isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not _in_interval(value, interval):
+        raise ConfigError(setting, _value(value), f"{'an integer' if integer else 'a number'} in {interval}")
+
+
 def _check_grid(setting: str, values, interval: str) -> None:
     """A non-empty list of numbers in `interval`, written like "(0, 1]" or "[0, 1)"."""
-    low, high = (float(x) for x in interval[1:-1].split(","))
     allowed = f"a non-empty list of numbers in {interval}"
     if not isinstance(values, (list, ListConfig)) or not values:
         raise ConfigError(setting, _value(values), allowed)
     for v in values:
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if not number or not (low <= v if interval[0] == "[" else low < v) or not (v <= high if interval[-1] == "]" else v < high):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _in_interval(v, interval):
             raise ConfigError(setting, _value(values), allowed)
 
 
@@ -74,6 +84,9 @@ def _check_merge(cfg: DictConfig) -> None:
         raise ConfigError("merge.base", merge.get("base"), f"one of {', '.join(DARE_BASES)} (what DARE's dropped vectors are merged with)")
     for name in knob_names(merge.method, merge.get("base")):
         _check_grid(f"merge.{name}", merge.get(name), knob_interval(merge.method, merge.get("base"), name))
+    for name, interval in method.options.items():
+        integer = interval.startswith("int ")
+        _check_number(f"merge.{name}", merge.get(name), interval.removeprefix("int "), integer)
     _check_positive_int("merge.num_samples", merge.num_samples)
     if cfg.finetune.get("linearized", False) and method.statistics is not None:
         raise ConfigError("merge.method", merge.method, "a method without statistics of the network with finetune.linearized=true (they describe the network, not its linearization)")
@@ -122,19 +135,26 @@ def _importable(path) -> bool:
         return False
 
 
+def _builds(node: dict, call) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
+            call(instantiate(OmegaConf.create(node)))
+        return True
+    except Exception:
+        return False
+
+
 def _culprit(node: DictConfig, call) -> str | None:
-    """The one key of `node` (a Hydra-instantiable config) that its target refuses on its own, if there is one."""
-    for key in node:
-        if key.startswith("_"):
-            continue
-        alone = OmegaConf.create({k: v for k, v in node.items() if k.startswith("_")} | {key: node[key]})
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
-                call(instantiate(alone))
-        except Exception:
-            return key
-    return None
+    """The key of `node` (a Hydra-instantiable config) its target refuses: the one whose removal lets it build, else
+    the only one it refuses on its own; None when no single key explains it."""
+    plain = OmegaConf.to_container(node, resolve=True)
+    keys = [k for k in plain if not k.startswith("_")]
+    without = [k for k in keys if _builds({j: v for j, v in plain.items() if j != k}, call)]
+    if len(without) == 1:
+        return without[0]
+    alone = [k for k in keys if not _builds({j: v for j, v in plain.items() if j.startswith("_") or j == k}, call)]
+    return alone[0] if len(alone) == 1 else None
 
 
 def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
@@ -173,8 +193,9 @@ def validate(cfg: DictConfig, strategies) -> None:
     for key in ("tasks", "seed"):
         if key in cfg.data:
             raise ConfigError(f"data.{key}", _value(cfg.data[key]), f"not set in the data group: the root setting `{key}` is the one the split and the strategies use (write {key}=...)")
-    if cfg.trainer.get("max_epochs") is not None:
-        raise ConfigError("trainer.max_epochs", cfg.trainer.max_epochs, "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
+    for key in ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time"):
+        if cfg.trainer.get(key) not in (None, -1):
+            raise ConfigError(f"trainer.{key}", _value(cfg.trainer[key]), "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
     if cfg.data.name not in DATASETS:
         raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
     tasks = cfg.tasks

@@ -85,7 +85,8 @@ def file_digest(path: str) -> str:
 
 
 # Trainer settings that change what training produces (logging, progress bars and the like do not)
-TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic", "limit_train_batches", "limit_val_batches")
+TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic", "limit_train_batches",
+                "limit_val_batches", "check_val_every_n_epoch")
 
 
 def data_material(cfg: DictConfig, fingerprint: str) -> dict:
@@ -100,6 +101,8 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "pretrain_split": _plain(cfg.data.pretrain),
         "batch_size": cfg.data.batch_size,
         "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
+        # callbacks can change training (SWA, …); progress bars cannot
+        "callbacks": {k: _plain(v) for k, v in (cfg.get("callbacks") or {}).items() if v and not str(v.get("_target_", "")).endswith("ProgressBar")},
     }
 
 

@@ -283,7 +283,7 @@ def _fmt(mean, half) -> str:
 
 def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
     metrics = METRICS + ALIGN_METRICS + [delta_key(baseline)]
-    columns = ["setting", "method", "family", "data", "task id at test", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED]
+    columns = ["setting", "method", "family", "data", "task id at test", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED, "collapsed of"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()

@@ -62,8 +62,9 @@ def consensus(
     Consensus TA by default (τ_MTL = Σ τ_t); pass a TIES vector as `multi_task` for Consensus TIES. k = 2
     drops both "catastrophic" weights (kept by no task) and "selfish" ones (kept by one); k = 0 gives τ_MTL,
     k > T gives 0 (nik-dim/tall_masks: config/method/consensus.yaml `prun_thre_k: 2`,
-    src/utils/tallmask_utils.py `construct_consensus_mask`). The masks use the per-task λ_t chosen for TALL;
-    the caller then searches the global λ, which the authors take from {0.1, 0.2, …, 1.0}.
+    src/utils/tallmask_utils.py `construct_consensus_mask`). The authors' masks use the per-task λ_t chosen for
+    TALL (this project searches one shared value); the caller then searches the global λ, which the authors take from
+    {0.1, 0.2, …, 1.0}.
     """
     merged = task_arithmetic(tau) if multi_task is None else multi_task
     return merged * (tall_masks(tau, lambdas, merged).sum(dim=0) >= k)

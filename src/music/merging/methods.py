@@ -33,9 +33,10 @@ class MergeInputs:
         return self.vectors[0].unflatten(flat)
 
     def sizes(self, rows: bool = False) -> list[int]:
-        """The flat layout's segments: each parameter, or (rows) each row of each parameter (its last dimension)."""
+        """The flat layout's segments: each parameter, or (rows) each output unit's row of each weight (a conv weight's
+        row is its in·kh·kw inputs, as `layerwise` flattens it; a 1-D parameter is one segment)."""
         deltas = self.vectors[0].deltas.values()
-        return [n for d in deltas for n in ([d.shape[-1]] * (d.numel() // d.shape[-1]) if rows and d.dim() else [d.numel()])]
+        return [n for d in deltas for n in ([d.numel() // d.shape[0]] * d.shape[0] if rows and d.dim() >= 2 else [d.numel()])]
 
 
 Merged = TaskVector | list[TaskVector]  # one direction, or one per task (task id at test)
@@ -46,6 +47,7 @@ class Method:
     merge: Callable[[MergeInputs, dict], Merged]  # (inputs, knob values) -> direction(s); θ = θ0 + λ·direction
     paper: str
     knobs: dict[str, str] = field(default_factory=dict)  # knob -> allowed interval, e.g. "(0, 1]"
+    options: dict[str, str] = field(default_factory=dict)  # setting that is not searched -> allowed interval ("int" prefix: integers)
     statistics: str | None = None  # estimated per task before merging: "fisher", "grams" (training images), "entropy"
     data: str = "none"
     task_id: bool = False
@@ -76,6 +78,7 @@ def per_task(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], lis
 
 
 DARE_BASES = ("task_arithmetic", "ties")
+ADAMERGING_OPTIONS = {"steps": "int [1, 100000]", "lr": "(0, 10]", "prior": "[0, 1]", "batch_size": "int [1, 100000]"}
 
 
 def _dare(inputs: MergeInputs, knobs: dict) -> TaskVector:
@@ -110,7 +113,7 @@ METHODS: dict[str, Method] = {
     "iso_cts": Method(layerwise(spectral.iso_cts, spectral.iso_vector), "Marczak et al., ICML 2025 (Iso-CTS)", knobs={"common_fraction": "[0, 1]"}),
     "wudi": Method(layerwise(spectral.wudi, spectral.wudi_vector), "Cheng et al., ICML 2025 (WUDI-merging)"),
     "consensus": Method(lambda inputs, knobs: inputs.unflatten(masks.consensus(inputs.tau, knobs["mask_lambda"], k=inputs.options["k"])),
-                        "Wang et al., ICML 2024 (Consensus TA)", knobs={"mask_lambda": "[0, 10]"}),
+                        "Wang et al., ICML 2024 (Consensus TA)", knobs={"mask_lambda": "[0, 10]"}, options={"k": "int [1, 1000]"}),
     "tall_masks": Method(per_task(lambda tau, mask_lambda: masks.tall_task_vectors(tau, mask_lambda)), "Wang et al., ICML 2024 (TALL masks)",
                          knobs={"mask_lambda": "[0, 10]"}, task_id=True),
     "emr": Method(lambda inputs, knobs: [inputs.unflatten(row) for row in masks.emr_task_vectors(inputs.tau, inputs.sizes())],
@@ -118,8 +121,10 @@ METHODS: dict[str, Method] = {
     "pcb": Method(flat(masks.pcb), "Du et al., NeurIPS 2024 (PCB-merging)", knobs={"ratio": "(0, 1]"}),
     "breadcrumbs": Method(lambda inputs, knobs: inputs.unflatten(masks.breadcrumbs(inputs.tau, **knobs, sizes=inputs.sizes(rows=True)).sum(dim=0)),
                           "Davari & Belilovsky, ECCV 2024 (Model Breadcrumbs)", knobs={"keep_fraction": "(0, 1]", "drop_top_fraction": "[0, 1)"}),
-    "adamerging": Method(_adamerging(layerwise=True), "Yang et al., ICLR 2024 (layer-wise)", statistics="entropy", data="unlabeled"),
-    "adamerging_taskwise": Method(_adamerging(layerwise=False), "Yang et al., ICLR 2024 (task-wise)", statistics="entropy", data="unlabeled"),
+    "adamerging": Method(_adamerging(layerwise=True), "Yang et al., ICLR 2024 (layer-wise)", statistics="entropy", data="unlabeled",
+                         options=ADAMERGING_OPTIONS),
+    "adamerging_taskwise": Method(_adamerging(layerwise=False), "Yang et al., ICLR 2024 (task-wise)", statistics="entropy", data="unlabeled",
+                                  options=ADAMERGING_OPTIONS),
 }
 
 

@@ -111,7 +111,8 @@ def _wudi_terms(work: Tensor) -> tuple[Tensor, Tensor]:
 def wudi(taus: Tensor, steps: int = 300, lr: float = 1e-5) -> Tensor:
     """WUDI-merging (Cheng et al., "Whoever Started the Interference Should End It", ICML 2025) of one layer, as its
     authors run it: Adam (lr 1e-5, 300 steps; fusion_bench uses 400) on `wudi_loss` from τ = Σ τ_i
-    (nathanielyvo/WUDI-Merging, vit/wudi_main.py, `get_redundant_task_vector`), applied with scaling 1.
+    (nathanielyvo/WUDI-Merging, vit/wudi_main.py, `get_redundant_task_vector`), which they apply with scaling 1 (this
+    project's config searches a λ around it). The lr is absolute: no coordinate moves more than steps·lr from Σ τ_i.
 
     The gradient is taken in closed form, 2(τ G − Σ_i τ_i G_i), rather than by autograd through the loss: the same
     steps at a fraction of the cost. The early stop matters: the exact minimiser (`wudi_minimiser`) is ill-posed

@@ -98,11 +98,11 @@ def merge(exp: Experiment) -> dict:
     names = knob_names(cfg.method, cfg.get("base"))
     lambdas = [float(lam) for lam in cfg.lambdas]
     curve, best = [], None
+    default = exp.predictions(exp.model(theta0)) if method.task_id else None  # images of no task: θ0's predictions
     for values in itertools.product(*(cfg[name] for name in names)):
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = method.merge(inputs, knobs)
-        if isinstance(direction, list):  # one direction per task: routed by the task id
-            default = exp.predictions(exp.model(theta0))
+        if method.task_id:  # one direction per task: routed by the task id
             along = [exp.predictions_along(theta0, d, lambdas) for d in direction]
             path = [exp.routed(default, [preds[i] for preds in along]) for i in range(len(lambdas))]
         else:
@@ -118,12 +118,14 @@ def merge(exp: Experiment) -> dict:
     picked = {name: point[name] for name in names}
     knobs = "".join(f", {name}={value:g}" for name, value in picked.items())
     log.info("%s: picked λ=%g%s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], knobs, point["val/acc"], point["test/acc"])
-    collapsed = point["lambda"] == 0  # θ0 + 0·τ: no grid point beat θ0 on validation (ties go to the first point)
+    # θ0 itself: λ = 0 was picked (no grid point beat θ0 on validation; ties go to the first point), or the merge is zero
+    zero = all(not delta.any() for d in (direction if method.task_id else [direction]) for delta in d.deltas.values())
+    collapsed = point["lambda"] == 0 or zero
     if collapsed:
-        log.warning("%s collapsed to θ0: λ=0 was picked on validation, so the merged model is θ0 itself", cfg.method)
+        log.warning("%s collapsed to θ0: %s, so the merged model is θ0 itself", cfg.method, "its direction is zero" if zero else "λ=0 was picked on validation")
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     report = diagnostics(inputs.tau)
-    if "keep_fraction" in picked:  # conflicts TIES resolves: among the coordinates it keeps
+    if "ties" in (cfg.method, cfg.get("base")) and cfg.method in ("ties", "dare"):  # conflicts TIES resolves: among the coordinates it keeps
         report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(inputs.tau, picked["keep_fraction"]))
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
