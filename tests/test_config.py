@@ -80,7 +80,7 @@ def run_train(tmp_path, *overrides):
         # no files and no download: the message says where to put them
         (["data.download=false"], "Put the four IDX files"),
         # what Hydra refuses: one line too, with the available names
-        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, average,"),
+        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, average,"),
         (["data=cifar"], "Could not find 'data/cifar': one of fashion_mnist, kmnist, mnist"),
         (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
         (["seed=[1"], "error: "),

@@ -28,7 +28,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 CONTRACT = ["experiment", "seed", "dataset", "test/acc", "test/acc_seen", "test/acc_unseen", "val/acc"]
 MERGE = ["lambda", "lambda_curve", "test/acc_oracle_lambda", "merge_method", "diagnostics/cosine", "diagnostics/norms", "diagnostics/sign_conflict_fraction"]
 PER_STRATEGY = {
-    "sequential": ["acc_matrix", "forgetting", "bwt"],
+    **{m: ["acc_matrix", "average_acc", "forgetting", "bwt", "continual/method", "continual/memory", "continual/kept"]
+       for m in ("sequential", "ewc", "lwf", "replay", "agem")},
     "individual": ["individual_acc_matrix"],
     "negation": ["lambda", "lambda_curve", "test/target_acc", "test/target_acc_before", "test/control_acc", "test/control_acc_before"],
     # every merge method: the contract, its labels and its picked knobs (DARE's base, task arithmetic, has none)

@@ -164,3 +164,9 @@ def test_adamerging_lowers_the_entropy_and_keeps_its_coefficients_in_bounds(laye
     full = adamerging.merged_parameters(theta0, vectors, coefficients)
     entropy_at = lambda params: sum(float(adamerging.entropy(logits(params, x, 0))) for x in images)  # noqa: E731
     assert entropy_at(full) < entropy_at(adamerging.merged_parameters(theta0, vectors, torch.full_like(coefficients, 0.3)))
+
+
+def test_magmax_keeps_each_coordinates_largest_magnitude_with_its_sign():
+    # columns: 4 (row 0) ; −3 (row 1) ; 2 (row 1) ; −0.2 (row 2)
+    assert kernels.max_magnitude(TAU).tolist() == pytest.approx([4.0, -3.0, 2.0, -0.2])
+    assert kernels.max_magnitude(TAU[:1]).tolist() == TAU[0].tolist()  # one task: itself

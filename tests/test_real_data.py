@@ -93,3 +93,20 @@ def test_music_paper_preset_trains_theta0_to_its_target(tmp_path, fashion_dir, c
     assert stopped and int(stopped.group(1)) < 30  # it stopped there, not at the cap
     capped = run_fashion(tmp_path / "capped", fashion_dir, cache, "sweep=music_paper", "experiment=pretrain", "pretrain.target_val_acc=null")
     assert capped["theta0/val/acc"] > metrics["theta0/val/acc"]  # 30 epochs go further than the target
+
+
+@pytest.fixture(scope="module")
+def naive_from_scratch(tmp_path_factory, fashion_dir, cache):
+    return run_fashion(tmp_path_factory.mktemp("naive"), fashion_dir, cache, "sweep=class_incremental", "experiment=sequential")
+
+
+def test_class_incremental_from_scratch_naive_sequential_forgets(naive_from_scratch):
+    # 5 tasks of 2 classes, shared head, θ0 random: each stage overwrites the last (Hsu et al. 2018: 19.7% on MNIST)
+    assert naive_from_scratch["theta0/test/acc"] < 0.2 and naive_from_scratch["test/acc"] < 0.3
+    assert naive_from_scratch["forgetting"] > 0.8 and naive_from_scratch["continual/kept"] == 0
+
+
+def test_class_incremental_from_scratch_replay_of_500_images_remembers(tmp_path, fashion_dir, cache, naive_from_scratch):
+    replay = run_fashion(tmp_path, fashion_dir, cache, "sweep=class_incremental", "experiment=replay", "continual.memory_size=500")
+    assert replay["test/acc"] >= naive_from_scratch["test/acc"] + 0.3
+    assert replay["continual/memory"] == "images with labels" and replay["continual/kept"] == 500

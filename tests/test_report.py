@@ -44,7 +44,7 @@ def test_report_means_intervals_and_paired_differences_by_hand(tmp_path):
 
     assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
-    assert "| sequential | labeled | no | 3 | 0.8300 ± 0.0745 | 0.9300 ± 0.0745 | – | 0.3100 ± 0.0248 | 0.1100 ± 0.0657 |" in table
+    assert "| sequential | labeled | no | – | 3 | 0.8300 ± 0.0745 | 0.9300 ± 0.0745 | – | 0.3100 ± 0.0248 | 0.1100 ± 0.0657 |" in table
     with (tmp_path / "report" / "report.csv").open() as f:
         assert {r["method"] for r in csv.DictReader(f)} == {"merged", "sequential", "task_arithmetic"}
     plots = ["acc_matrix_0", "lambda_curves_0", "methods_0"]
@@ -151,9 +151,9 @@ def test_theta0_row_training_line_and_collapsed_column(tmp_path):
     assert "θ0: target validation accuracy 0.917, reached 0.9300" in table
     header = next(line for line in table.splitlines() if line.startswith("| method"))
     assert header.split(" | ")[-2] == "collapsed to θ0"
-    assert f"| θ0 (pretrained) | – | no | 3 | 0.6300 ± {t * statistics.stdev(theta0) / 3**0.5:.4f} | – | – | – | – | -0.0700 ± " in table
-    assert "| task_arithmetic | none | no | 3 | 0.6300 ± " in table and "| 2/3 | -0.0700 ± " in table
-    assert "| merged | labeled | no | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 | – | – | – | – |" in table  # no collapse key, no Δ
+    assert f"| θ0 (pretrained) | – | no | – | 3 | 0.6300 ± {t * statistics.stdev(theta0) / 3**0.5:.4f} | – | – | – | – | -0.0700 ± " in table
+    assert "| task_arithmetic | none | no | – | 3 | 0.6300 ± " in table and "| 2/3 | -0.0700 ± " in table
+    assert "| merged | labeled | no | – | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 | – | – | – | – |" in table  # no collapse key, no Δ
     with (out / "report.csv").open() as f:
         csv_rows = {r["method"]: r for r in csv.DictReader(f)}
     assert csv_rows["task_arithmetic"]["collapsed to θ0"] == "2" and csv_rows["merged"]["collapsed to θ0"] == ""
@@ -206,7 +206,7 @@ def test_report_of_a_real_multirun_whose_runs_share_overrides(tmp_path, mnist_di
     assert rows["θ0 (pretrained)"]["test/acc"] == pytest.approx(statistics.fmean(by[("merged", s)]["theta0/test/acc"] for s in (0, 1)))
     assert report_main([str(sweep)]) == 0
     table = (sweep / "report.md").read_text()
-    assert "| task_arithmetic | none | no | 2 |" in table and "| sequential | labeled | no | 2 |" in table  # names without shared overrides
+    assert "| task_arithmetic | none | no | – | 2 |" in table and "| sequential | labeled | no | nothing | 2 |" in table  # names without shared overrides
 
 
 def test_rows_carry_their_data_and_task_id_labels_and_task_id_methods_stand_apart(tmp_path):

@@ -225,8 +225,10 @@ def validate(cfg: DictConfig, strategies) -> None:
         raise ConfigError("data.pretrain.num_samples", num_samples, "exactly one of data.pretrain.fraction and data.pretrain.num_samples may be set (the other null)")
     if num_samples is None:
         _check_fraction("data.pretrain.fraction", fraction, closed_right=True)
-    else:
+    elif cfg.pretrain.train or num_samples != 0:  # pretrain=none gives θ0 no images
         _check_positive_int("data.pretrain.num_samples", num_samples)
+    if not isinstance(cfg.pretrain.train, bool):
+        raise ConfigError("pretrain.train", cfg.pretrain.train, "true (θ0 trained on the pretrain split) or false (a random initialisation; pretrain=none)")
     _check_fraction("data.val_fraction", cfg.data.val_fraction, closed_right=False)
     _check_positive_int("data.batch_size", cfg.data.batch_size)
     _check_positive_int("data.eval_batch_size", cfg.data.eval_batch_size)
@@ -236,6 +238,9 @@ def validate(cfg: DictConfig, strategies) -> None:
     for stage in ("pretrain", "finetune"):
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
         _check_optimization(stage, cfg[stage])
+    continual = cfg.get("continual")
+    if continual and "_target_" in continual:  # built as training will build it: its own argument checks first
+        instantiate_checked("continual", continual)
     target = cfg.pretrain.get("target_val_acc")
     if target is not None:
         _check_fraction("pretrain.target_val_acc", target, closed_right=True)

@@ -156,7 +156,8 @@ class Experiment:
         model.net.load_state_dict(state)
         return model
 
-    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True, extra_callbacks=()) -> nn.Module:
+    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True, extra_callbacks=(),
+            continual=None) -> nn.Module:
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
         head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False."""
         from music.models.classifier import Classifier  # with Lightning: see seed_everything
@@ -170,6 +171,7 @@ class Experiment:
             tasks=self.tasks,
             stage=stage,
             allowed=self.allowed if protocol else None,
+            continual=continual,
         )
         from lightning.pytorch.callbacks import ProgressBar
 
@@ -199,6 +201,8 @@ class Experiment:
 
         def build():
             seed_everything(stage_seed(self.cfg.seed, "pretrain/init"))
+            if not self.cfg.pretrain.train:  # pretrain=none: the class-incremental protocol from scratch
+                return self.new_net().state_dict()
             target = self.cfg.pretrain.get("target_val_acc")
             stop = [] if target is None else [target_stop("pretrain/val/acc", target, self.cfg.pretrain.epochs)]
             net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop)
@@ -226,12 +230,12 @@ class Experiment:
             state[name] = rows
         return state
 
-    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str, continual=None) -> dict[str, torch.Tensor]:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
-        when the same `data` (its description: classes, order) was trained from θ0 before."""
+        when the same `data` (its description: classes, order, continual method) was trained from θ0 before."""
 
         def build():
-            return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune))
+            return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune, continual=continual))
 
         return self.cache.get_or_build(name, training_material(self.cfg, self._theta0_material, data), build, label=stage)
 

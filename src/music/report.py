@@ -202,7 +202,7 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
     per_seed = {seed: statistics.fmean(v) for seed, v in by_seed.items()}  # the runs of a seed share θ0
     row = {"setting": setting, "pretty": pretty_setting(runs[0]), "method": THETA0, "experiment": "theta0", "variant": (),
            "family": "θ0", "n": len(per_seed), "seeds": sorted(per_seed), COLLAPSED: None, "collapsed of": None,
-           "data": "–", "task id at test": "no"}
+           "data": "–", "task id at test": "no", "memory": "–"}
     for metric in METRICS + ALIGN_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
@@ -249,6 +249,7 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
             row = {"setting": setting, "pretty": pretty_setting(first), "method": method_label(experiment, variant),
                    "experiment": experiment, "variant": variant, "family": family_of(first), "n": len(by_seed), "seeds": sorted(by_seed)}
             row["data"], row["task id at test"] = labels_of(first)
+            row["memory"] = first.get("continual/memory", "–")  # what a continual method keeps between stages
             for metric in METRICS + ALIGN_METRICS:
                 row[metric], row[f"{metric} ci95"] = _stats([r[metric] for r in by_seed.values() if r.get(metric) is not None])
             flags = [bool(r["merge/collapsed_to_theta0"]) for r in by_seed.values() if r.get("merge/collapsed_to_theta0") is not None]
@@ -283,7 +284,7 @@ def _fmt(mean, half) -> str:
 
 def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
     metrics = METRICS + ALIGN_METRICS + [delta_key(baseline)]
-    columns = ["setting", "method", "family", "data", "task id at test", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED, "collapsed of"]
+    columns = ["setting", "method", "family", "data", "task id at test", "memory", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED, "collapsed of"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -301,7 +302,7 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
         mine = [r for r in rows if r["setting"] == setting]
         shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
         collapsed = any(r[COLLAPSED] is not None for r in mine)
-        header = ["method", "data", "task id at test", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], *[COLLAPSED] * collapsed, delta]
+        header = ["method", "data", "task id at test", "memory", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], *[COLLAPSED] * collapsed, delta]
         lines += [f"## {mine[0]['pretty']}", "", f"`{setting}`", ""]
         training = theta0_training([r for r in runs or [] if setting_of(r) == setting])
         if training:
@@ -312,7 +313,7 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
             if collapsed:
                 cells.append("–" if r[COLLAPSED] is None else f"{r[COLLAPSED]}/{r['collapsed of']}")
             paired = _fmt(r[key], r[f"{key} ci95"])
-            lines.append(f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
+            lines.append(f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['memory']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
         lines.append("")
         for image in images or []:
             if image.suffix == ".png" and image.stem.endswith(f"_{index}"):

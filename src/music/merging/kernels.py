@@ -104,6 +104,11 @@ def regmean(vectors: list[TaskVector], grams: list[dict[str, Tensor]], alpha: fl
     return TaskVector(merged)
 
 
+def max_magnitude(tau: Tensor) -> Tensor:
+    """MagMax (Marczak et al., ECCV 2024): per coordinate, the task vectors' entry of largest magnitude (sign kept)."""
+    return tau.gather(0, tau.abs().argmax(dim=0, keepdim=True)).squeeze(0)
+
+
 def cosine_similarity_matrix(tau: Tensor) -> Tensor:
     unit = tau / tau.norm(dim=1, keepdim=True).clamp(min=1e-12)
     return unit @ unit.T

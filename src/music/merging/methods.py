@@ -51,6 +51,7 @@ class Method:
     statistics: str | None = None  # estimated per task before merging: "fisher", "grams" (training images), "entropy"
     data: str = "none"
     task_id: bool = False
+    vectors: str = "individual"  # whose task vectors: the per-task fine-tunes, or (sequential) θ_t − θ0 of the sequential stages
 
 
 def flat(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], TaskVector]:
@@ -121,6 +122,7 @@ METHODS: dict[str, Method] = {
     "pcb": Method(flat(masks.pcb), "Du et al., NeurIPS 2024 (PCB-merging)", knobs={"ratio": "(0, 1]"}),
     "breadcrumbs": Method(lambda inputs, knobs: inputs.unflatten(masks.breadcrumbs(inputs.tau, **knobs, sizes=inputs.sizes(rows=True)).sum(dim=0)),
                           "Davari & Belilovsky, ECCV 2024 (Model Breadcrumbs)", knobs={"keep_fraction": "(0, 1]", "drop_top_fraction": "[0, 1)"}),
+    "magmax": Method(flat(kernels.max_magnitude), "Marczak et al., ECCV 2024 (MagMax)", vectors="sequential"),
     "adamerging": Method(_adamerging(layerwise=True), "Yang et al., ICLR 2024 (layer-wise)", statistics="entropy", data="unlabeled",
                          options=ADAMERGING_OPTIONS),
     "adamerging_taskwise": Method(_adamerging(layerwise=False), "Yang et al., ICLR 2024 (task-wise)", statistics="entropy", data="unlabeled",

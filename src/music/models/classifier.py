@@ -1,6 +1,7 @@
 """The LightningModule: a network from config, optimizer/scheduler partials, accuracy overall, per class and per task."""
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -9,6 +10,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from music.evaluation.metrics import accuracy_metrics, restrict
+
+if TYPE_CHECKING:
+    from music.continual import ContinualMethod
 
 
 class Classifier(L.LightningModule):
@@ -23,10 +27,12 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         stage: str = "train",
         allowed: torch.Tensor | None = None,
+        continual: "ContinualMethod | None" = None,
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed", "continual"], logger=False)
+        self.continual = continual  # a continual-learning method's hooks (music.continual), or None
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.tasks = [list(t) for t in tasks]
@@ -45,11 +51,21 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self._scored(x, y), y)
+        if self.continual is None:
+            loss = F.cross_entropy(self._scored(x, y), y)
+        else:
+            x, y = self.continual.batch(x, y)
+            logits = self(x)
+            scored = restrict(logits, None if self.allowed is None else self.allowed[y])
+            loss = F.cross_entropy(scored, y) + self.continual.penalty(self.net, x, y, logits)
         # summed here and logged once per epoch: a self.log call per step costs ~15% of an MLP epoch
         self.train_loss_sum += loss.detach() * len(y)
         self.train_samples += len(y)
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.continual is not None:
+            self.continual.before_optimizer_step(self.net)
 
     def on_train_epoch_start(self):
         self.train_loss_sum, self.train_samples = torch.zeros((), device=self.device), 0

@@ -1,7 +1,12 @@
 """Strategies that train: θ0 itself, one fine-tune on the union of tasks, task after task, and one per task."""
 
+import torch
+from omegaconf import OmegaConf
+
+from music.config import instantiate_checked
+from music.continual import ContinualMethod
 from music.evaluation import backward_transfer, forgetting
-from music.experiment import Experiment
+from music.experiment import Experiment, stage_seed
 
 
 def pretrain(exp: Experiment) -> dict:
@@ -16,18 +21,44 @@ def merged(exp: Experiment) -> dict:
     return exp.evaluate(exp.model(state))
 
 
-def sequential(exp: Experiment) -> dict:
-    """θ0 → task 1 → task 2 → … in config order; after every stage, test accuracy on every task.
+def continual_method(exp: Experiment) -> ContinualMethod | None:
+    """The configured continual-learning method (`continual=<name>`), or None for plain fine-tuning."""
+    node = exp.cfg.get("continual")
+    return instantiate_checked("continual", node) if node and "_target_" in node else None
 
-    Each stage is cached under the ordered tasks so far, so a longer sequence reuses its prefix."""
-    state, n, matrix = exp.theta0, len(exp.tasks), []
-    for i in range(n):
-        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]}
-        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}")
+
+def sequential_states(exp: Experiment, method: ContinualMethod | None) -> list[dict[str, torch.Tensor]]:
+    """θ_1 … θ_T: θ0 fine-tuned on task 1, then 2, … in config order, under the continual method's hooks.
+
+    Each stage is cached under the ordered tasks so far (and the method), so a longer sequence reuses its prefix; a
+    cached stage still runs the method's begin_stage and end_stage, which rebuild its state."""
+    state, states = exp.theta0, []
+    continual = {"continual": OmegaConf.to_container(exp.cfg.continual, resolve=True)} if method else {}
+    for i in range(len(exp.tasks)):
+        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]} | continual
+        if method:
+            method.begin_stage(i, exp.model(state))
+        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}", continual=method)
+        if method:
+            seen = exp.split.task_train(i)
+            generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, f"continual/stage_{i}"))
+            method.end_stage(i, exp.model(state), exp.data.train_images[seen], exp.data.train_labels[seen], generator)
+        states.append(state)
+    return states
+
+
+def sequential(exp: Experiment) -> dict:
+    """θ0 → task 1 → task 2 → … in config order (with `continual=<method>`: under its hooks); after every stage,
+    test accuracy on every task."""
+    method = continual_method(exp)
+    n, matrix = len(exp.tasks), []
+    for state in sequential_states(exp, method):
         metrics = exp.evaluate(exp.model(state))
         matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
     exp.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
-    return metrics | {"acc_matrix": matrix, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}
+    kept = {"continual/method": type(method).__name__ if method else "none", "continual/memory": method.memory if method else "nothing",
+            "continual/kept": method.kept() if method else 0}
+    return metrics | kept | {"acc_matrix": matrix, "average_acc": sum(matrix[-1]) / n, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}
 
 
 def individual(exp: Experiment) -> dict:

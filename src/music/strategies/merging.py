@@ -22,6 +22,7 @@ from music.merging import TaskVector, kernels, stack
 from music.merging.methods import METHODS, MergeInputs, knob_names
 from music.merging.statistics import diagonal_fisher, linear_input_grams
 from music.strategies.align import align
+from music.strategies.finetuning import continual_method, sequential_states
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def merge(exp: Experiment) -> dict:
     method = METHODS[cfg.method]
     per_task = exp.head == "per_task"  # each task keeps its own head: merge the feature extractor only
     theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head and not per_task)
+    if method.vectors == "sequential":  # MagMax: the sequential stages' θ_t − θ0 (under the configured continual method)
+        stages = sequential_states(exp, continual_method(exp))
+        vectors = [TaskVector.between(theta0, state, exclude=() if cfg.include_head and not per_task else (HEAD,)) for state in stages]
     if per_task:
         theta0 = exp.with_task_heads(theta0)
     start = time.perf_counter()

@@ -1,0 +1,41 @@
+"""Continual-learning methods: ways of training task after task that fight forgetting, each one file and one config.
+
+A method is a `ContinualMethod`: the hooks the one LightningModule (models/classifier.py) and the sequential
+strategy call, the way Avalanche's plugins work, without their weight. A hook it does not need stays the no-op
+below. Methods are built from `configs/continual/<name>.yaml` (Hydra `_target_`).
+"""
+
+import torch
+from torch import Tensor, nn
+
+MEMORY = ("nothing", "a model", "images with labels")  # what a method keeps between stages: the report's label
+
+
+class ContinualMethod:
+    """The hooks, in the order they run: `begin_stage` before stage i trains; per training batch `batch` (may add
+    samples) and `penalty` (an extra loss term); `before_optimizer_step` (may change the gradients); `end_stage`
+    after stage i trained (state kept for the next stages). State must be rebuilt by `end_stage` alone: a stage that
+    comes from the cache is not trained, but its hooks `begin_stage` and `end_stage` still run."""
+
+    memory = "nothing"
+
+    def begin_stage(self, stage: int, net: nn.Module) -> None:
+        """Stage `stage` is about to train `net` (the previous stage's model, or θ0)."""
+
+    def batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The training batch the loss sees (replay appends remembered samples)."""
+        return x, y
+
+    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+        """An extra term added to the cross-entropy of the batch (EWC's quadratic penalty, LwF's distillation)."""
+        return 0.0
+
+    def before_optimizer_step(self, net: nn.Module) -> None:
+        """The gradients of `net` are computed; the optimizer steps next (A-GEM projects them here)."""
+
+    def end_stage(self, stage: int, net: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> None:
+        """Stage `stage` ended with `net`, trained on (images, labels): keep what later stages need."""
+
+    def kept(self) -> int:
+        """How much it keeps between stages: images, parameters or 0 (metrics.json's `continual/kept`)."""
+        return 0
