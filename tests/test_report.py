@@ -239,3 +239,16 @@ def test_any_experiment_can_be_the_paired_baseline(tmp_path):
     assert rows["merged"]["Δ test/acc vs sequential"] == pytest.approx(-0.11) and rows["sequential"]["Δ test/acc vs sequential"] is None
     assert report_main([str(tmp_path), "--baseline", "sequential"]) == 0
     assert "Δ test/acc vs sequential (paired)" in (tmp_path / "report.md").read_text()
+
+
+def test_runs_from_different_theta0s_get_a_theta0_row_each(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        for samples, (key, acc) in {"500": ("a", 0.6), "2000": ("b", 0.8)}.items():
+            runs.append({"experiment": "merged", "strategy": "merged", "seed": seed, "dataset": "mnist", "tasks": [[1]], "test/acc": acc + 0.05,
+                         "overrides": [f"data.pretrain.num_samples={samples}"], "theta0/key": key, "theta0/test/acc": acc + seed / 100})
+    theta0 = [(r["method"], r["test/acc"]) for r in summarize(runs) if r["family"] == "θ0"]
+    assert theta0 == [("θ0 (pretrained) [data.pretrain.num_samples=2000]", pytest.approx(0.805)),
+                      ("θ0 (pretrained) [data.pretrain.num_samples=500]", pytest.approx(0.605))]
+    random = [dict(r, **{"theta0/source": "random"}) for r in runs if r["theta0/key"] == "a"]
+    assert summarize(random)[0]["method"] == "θ0 (random init)"

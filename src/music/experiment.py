@@ -212,10 +212,10 @@ class Experiment:
                 log.warning("θ0 trained all %d epochs without reaching the target validation accuracy %g", self.cfg.pretrain.epochs, target)
             return net.state_dict()
 
-        return self.cache.get_or_build("theta0", self._theta0_material, build, label="θ0")
+        return self.cache.get_or_build("theta0", self.theta0_material, build, label="θ0")
 
     @cached_property
-    def _theta0_material(self) -> dict:
+    def theta0_material(self) -> dict:
         """θ0's cache material, computed once per run (a given checkpoint is hashed once, not per fine-tune)."""
         return theta0_material(self.cfg, self.data.fingerprint)
 
@@ -237,7 +237,7 @@ class Experiment:
         def build():
             return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune, continual=continual))
 
-        return self.cache.get_or_build(name, training_material(self.cfg, self._theta0_material, data), build, label=stage)
+        return self.cache.get_or_build(name, training_material(self.cfg, self.theta0_material, data), build, label=stage)
 
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of

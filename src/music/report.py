@@ -187,7 +187,18 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return t_interval(values) if values else (None, None)
 
 
-def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str) -> dict | None:
+def _theta0_rows(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str) -> list[dict]:
+    """One row per θ0 the runs started from (their `theta0/key`; a sweep over θ0's own settings has several), each
+    named by the overrides that tell them apart."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run.get("theta0/key")].append(run)
+    names = variants([dict(r, experiment="theta0") for r in (members[0] for members in groups.values())]) if len(groups) > 1 else [()] * len(groups)
+    rows = [_theta0_row(setting, members, baseline, delta, name) for members, name in zip(groups.values(), names)]
+    return [row for row in rows if row]
+
+
+def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str, variant: tuple = ()) -> dict | None:
     """θ0's test accuracy per seed: `theta0/test/acc` of the runs, else the test/acc of `pretrain` runs."""
     by_seed = defaultdict(list)
     for run in runs:
@@ -199,8 +210,9 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
                 by_seed[run["seed"]].append(run["test/acc"])
     if not by_seed:
         return None
-    per_seed = {seed: statistics.fmean(v) for seed, v in by_seed.items()}  # the runs of a seed share θ0
-    row = {"setting": setting, "pretty": pretty_setting(runs[0]), "method": THETA0, "experiment": "theta0", "variant": (),
+    per_seed = {seed: statistics.fmean(v) for seed, v in by_seed.items()}  # the runs of a seed and key share θ0
+    name = THETA0 if runs[0].get("theta0/source", "trained") != "random" else "θ0 (random init)"
+    row = {"setting": setting, "pretty": pretty_setting(runs[0]), "method": method_label(name, variant), "experiment": "theta0", "variant": variant,
            "family": "θ0", "n": len(per_seed), "seeds": sorted(per_seed), COLLAPSED: None, "collapsed of": None,
            "data": "–", "task id at test": "no", "memory": "–"}
     for metric in METRICS + ALIGN_METRICS:
@@ -240,8 +252,7 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
                     return other
             return {}
 
-        theta0 = _theta0_row(setting, setting_runs, next(iter(merged.values())) if len(merged) == 1 else None, delta)
-        mine = [theta0] if theta0 else []
+        mine = _theta0_rows(setting, setting_runs, next(iter(merged.values())) if len(merged) == 1 else None, delta)
         for (where, experiment, variant), by_seed in groups.items():
             if where != setting:
                 continue
@@ -391,7 +402,7 @@ def _methods_chart(plt, rows: list[dict], theta0: float | None, title: str, stem
     from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["test/acc"] is not None]
-    names = [THETA0 if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True) for r in rows]
+    names = [r["method"] if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5.5, 0.5 * len(rows) + 2.5), 4.8))
     means = [r["test/acc"] for r in rows]
     halves = [r["test/acc ci95"] or 0 for r in rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from music.cache import ArtifactCache
+from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
 from music.errors import MusicError, traceback_wanted
@@ -44,7 +44,12 @@ def load_data(cfg: DictConfig) -> TaskData:
 def theta0_figures(exp: Experiment, metrics: dict) -> dict:
     """θ0's accuracy in this run (same split and seed): every report can show where the methods started from."""
     theta0 = metrics if exp.cfg.strategy == "pretrain" else exp.evaluate(exp.load_net(exp.theta0))
-    return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {"theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc")}
+    source = "checkpoint" if exp.cfg.pretrain.get("checkpoint") else "trained" if exp.cfg.pretrain.train else "random"
+    return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {
+        "theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc"),
+        "theta0/source": source,
+        "theta0/key": cache_key(exp.theta0_material),  # which θ0: the report gives each its own row
+    }
 
 
 def run(cfg: DictConfig) -> dict:
