@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 HEAD = "head."
 
 
-def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = True) -> tuple[dict, list[TaskVector]]:
+def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = True, states: list[dict] | None = None) -> tuple[dict, list[TaskVector]]:
+    """θ0 and τ_i = θ_i − θ0 for the per-task fine-tunes of `tasks`, or for given `states` (MagMax: sequential stages)."""
     theta0 = exp.theta0
     exclude = () if include_head else (HEAD,)
-    return theta0, [TaskVector.between(theta0, exp.finetuned(task), exclude=exclude) for task in tasks]
+    states = states if states is not None else [exp.finetuned(task) for task in tasks]
+    return theta0, [TaskVector.between(theta0, state, exclude=exclude) for state in states]
 
 
 def diagnostics(tau: torch.Tensor) -> dict:
@@ -84,10 +86,9 @@ def merge(exp: Experiment) -> dict:
     cfg = exp.cfg.merge
     method = METHODS[cfg.method]
     per_task = exp.head == "per_task"  # each task keeps its own head: merge the feature extractor only
-    theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head and not per_task)
-    if method.vectors == "sequential":  # MagMax: the sequential stages' θ_t − θ0 (under the configured continual method)
-        stages = sequential_states(exp, continual_method(exp))
-        vectors = [TaskVector.between(theta0, state, exclude=() if cfg.include_head and not per_task else (HEAD,)) for state in stages]
+    # MagMax merges the sequential stages' θ_t − θ0 (under the configured continual method), the rest the per-task fine-tunes
+    stages = sequential_states(exp, continual_method(exp)) if method.vectors == "sequential" else None
+    theta0, vectors = task_vectors(exp, exp.tasks, cfg.include_head and not per_task, stages)
     if per_task:
         theta0 = exp.with_task_heads(theta0)
     start = time.perf_counter()
