@@ -248,6 +248,15 @@ class Experiment:
             self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0, self.split.train_of(task), stage)
         return self._finetuned[key]
 
+    def task_val_images(self) -> list[torch.Tensor]:
+        """Each task's held-out validation images (alignment's KL and AdaMerging read them; never their labels)."""
+        return [self.data.train_images[self.split.task_val(i)] for i in range(len(self.tasks))]
+
+    def task_masks(self) -> list[torch.Tensor]:
+        """Per task, the classes its images are scored over (every class of a task shares its row: known from the
+        task id)."""
+        return [self.allowed[task[0]] for task in self.tasks]
+
     def unlabeled_images(self, task: list[int], count: int, purpose: str) -> torch.Tensor:
         """`count` of a task's training images drawn at random (seeded by run seed, purpose and task): what
         alignment and merge statistics see of a task — images, never labels."""

@@ -34,8 +34,7 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
     tasks = exp.tasks
     teachers = [exp.load_net(exp.finetuned(task)).eval() for task in tasks]
     shots = [shots_of(exp, task, cfg.shots_per_class, cfg.sampling) for task in tasks]
-    held_out = [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))]
-    masks = [exp.allowed[task[0]] for task in tasks]  # every class of a task shares its row: known from the task id
+    held_out, masks = exp.task_val_images(), exp.task_masks()
     merged = merged.eval()
     aligned = copy.deepcopy(merged)
     report = {"align/method": cfg.method, "align/shots_per_class": cfg.shots_per_class, "align/sampling": cfg.sampling, "align/kl_before": _mean_kl(teachers, merged, held_out, masks)}

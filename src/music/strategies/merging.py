@@ -62,13 +62,12 @@ def statistics(exp: Experiment, kind: str | None, theta0: dict, vectors: list[Ta
     if kind is None:
         return None
     if kind == "entropy":  # each task's validation images, their labels never read: AdaMerging's unlabeled data
-        net = exp.load_net(theta0).eval()
-        masks = [exp.allowed[task[0]] for task in tasks]  # per-task heads: the task id says which classes score
+        net, masks = exp.load_net(theta0).eval(), exp.task_masks()  # per-task heads: the task id says which classes score
 
         def logits(params, x, k):
             return restrict(functional_call(net, params, (x,)), masks[k].expand(len(x), -1), fill=MASKED)
 
-        return EntropyData(theta0, logits, [exp.data.train_images[exp.split.task_val(i)] for i in range(len(tasks))])
+        return EntropyData(theta0, logits, exp.task_val_images())
     samples = [exp.unlabeled_images(task, cfg.num_samples, method) for task in tasks]
     if kind == "fisher":
         names = list(vectors[0].deltas)
