@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from music.data import TaskData, load_dataset
 from music.data.datamodule import MusicDataModule
