@@ -269,6 +269,11 @@ class Experiment:
         batch = self.cfg.data.eval_batch_size
         return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
 
+    @cached_property
+    def theta0_predictions(self) -> Predictions:
+        """θ0's predictions, once per run: the pretrain strategy's, `individual`'s fallback, every run's θ0 figures."""
+        return self.predictions(self.load_net(self.theta0))
+
     def routed(self, default: Predictions, per_task: list[Predictions]) -> Predictions:
         """Each image of a task's classes as that task's predictions say (its task id known at test), every other
         image as `default` says."""

@@ -41,9 +41,9 @@ def load_data(cfg: DictConfig) -> TaskData:
     return data
 
 
-def theta0_figures(exp: Experiment, metrics: dict) -> dict:
+def theta0_figures(exp: Experiment) -> dict:
     """θ0's accuracy in this run (same split and seed): every report can show where the methods started from."""
-    theta0 = metrics if exp.cfg.strategy == "pretrain" else exp.evaluate(exp.load_net(exp.theta0))
+    theta0 = exp.metrics(exp.theta0_predictions)
     source = "checkpoint" if exp.cfg.pretrain.get("checkpoint") else "trained" if exp.cfg.pretrain.train else "random"
     return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {
         "theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc"),
@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict:
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
         metrics = {"experiment": cfg.experiment_name, "strategy": cfg.strategy, "overrides": own_overrides(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
         metrics |= STRATEGIES[cfg.strategy](exp)
-        metrics |= theta0_figures(exp, metrics)
+        metrics |= theta0_figures(exp)
         write_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
         for logger in loggers:

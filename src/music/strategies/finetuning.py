@@ -11,7 +11,7 @@ from music.experiment import Experiment, stage_seed
 
 def pretrain(exp: Experiment) -> dict:
     """θ0 on the pretrain split."""
-    return exp.evaluate(exp.load_net(exp.theta0))
+    return exp.metrics(exp.theta0_predictions)
 
 
 def merged(exp: Experiment) -> dict:
@@ -71,4 +71,4 @@ def individual(exp: Experiment) -> dict:
     per_task = [exp.predictions(exp.model(exp.finetuned(task))) for task in exp.tasks]
     matrix = [[exp.metrics(preds)[f"test/acc_task_{j}"] for j in range(len(exp.tasks))] for preds in per_task]
     exp.log_table("individual/acc_matrix", [f"task_{j}" for j in range(len(exp.tasks))], matrix)
-    return exp.metrics(exp.routed(exp.predictions(exp.load_net(exp.theta0)), per_task)) | {"individual_acc_matrix": matrix}
+    return exp.metrics(exp.routed(exp.theta0_predictions, per_task)) | {"individual_acc_matrix": matrix}
