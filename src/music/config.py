@@ -41,9 +41,7 @@ def _check_classes(setting: str, classes) -> None:
 
 
 def _check_fraction(setting: str, value, *, closed_right: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value <= 1 if closed_right else 0 < value < 1)
-    if not ok:
-        raise ConfigError(setting, value, "a number in (0, 1]" if closed_right else "a number in (0, 1)")
+    _check_number(setting, value, "(0, 1]" if closed_right else "(0, 1)")
 
 
 def _check_positive_int(setting: str, value) -> None:
