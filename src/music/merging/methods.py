@@ -73,9 +73,9 @@ def layerwise(matrix: Callable[..., Tensor], vector: Callable[[Tensor], Tensor])
     return merge
 
 
-def per_task(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], list[TaskVector]]:
+def per_task(kernel: Callable[[MergeInputs, dict], Tensor]) -> Callable[[MergeInputs, dict], list[TaskVector]]:
     """A kernel giving one row per task (T×P): task t's model is θ0 + λ·row t (needs the task id at test)."""
-    return lambda inputs, knobs: [inputs.unflatten(row) for row in kernel(inputs.tau, **knobs)]
+    return lambda inputs, knobs: [inputs.unflatten(row) for row in kernel(inputs, knobs)]
 
 
 DARE_BASES = ("task_arithmetic", "ties")
@@ -115,9 +115,9 @@ METHODS: dict[str, Method] = {
     "wudi": Method(layerwise(spectral.wudi, spectral.wudi_vector), "Cheng et al., ICML 2025 (WUDI-merging)"),
     "consensus": Method(lambda inputs, knobs: inputs.unflatten(masks.consensus(inputs.tau, knobs["mask_lambda"], k=inputs.options["k"])),
                         "Wang et al., ICML 2024 (Consensus TA)", knobs={"mask_lambda": "[0, 10]"}, options={"k": "int [1, 1000]"}),
-    "tall_masks": Method(per_task(lambda tau, mask_lambda: masks.tall_task_vectors(tau, mask_lambda)), "Wang et al., ICML 2024 (TALL masks)",
+    "tall_masks": Method(per_task(lambda inputs, knobs: masks.tall_task_vectors(inputs.tau, knobs["mask_lambda"])), "Wang et al., ICML 2024 (TALL masks)",
                          knobs={"mask_lambda": "[0, 10]"}, task_id=True),
-    "emr": Method(lambda inputs, knobs: [inputs.unflatten(row) for row in masks.emr_task_vectors(inputs.tau, inputs.sizes())],
+    "emr": Method(per_task(lambda inputs, knobs: masks.emr_task_vectors(inputs.tau, inputs.sizes())),
                   "Huang et al., NeurIPS 2024 (EMR-Merging)", task_id=True),
     "pcb": Method(flat(masks.pcb), "Du et al., NeurIPS 2024 (PCB-merging)", knobs={"ratio": "(0, 1]"}),
     "breadcrumbs": Method(lambda inputs, knobs: inputs.unflatten(masks.breadcrumbs(inputs.tau, **knobs, sizes=inputs.sizes(rows=True)).sum(dim=0)),
