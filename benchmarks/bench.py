@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAD_TO_HEAD = "pretrain,individual,merged,sequential,task_arithmetic,ties,dare,ft_classifier"
 TARGETS = {"epoch_ratio": 1.2, "head_to_head_cold_s": 30.0, "head_to_head_warm_s": 12.0, "ties_s": 0.5, "peak_rss_gb": 2.0, "merge_step_s": 10.0,
            "sequential_vs_plain": 1.3, "continual_vs_sequential": 1.5}
-CONTINUAL = ["sequential", "ewc", "lwf", "replay", "agem"]
+# plain sequential and every continual method (configs/continual/<name>.yaml, each run as experiment=<name>)
+CONTINUAL = ["sequential"] + sorted(p.stem for p in (ROOT / "configs" / "continual").glob("*.yaml") if p.stem != "none")
 
 
 def machine() -> dict:
