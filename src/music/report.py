@@ -187,6 +187,13 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return t_interval(values) if values else (None, None)
 
 
+def _paired(test_acc: dict[int, float], baseline: dict[int, dict], delta: str) -> dict:
+    """The mean test-accuracy difference to the baseline's runs over the seeds both have, its CI, and their count."""
+    paired = [test_acc[s] - baseline[s]["test/acc"] for s in sorted(set(test_acc) & set(baseline))]
+    mean, half = _stats(paired)
+    return {delta: mean, f"{delta} ci95": half, "paired seeds": len(paired)}
+
+
 def _theta0_rows(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str) -> list[dict]:
     """One row per θ0 the runs started from (their `theta0/key`; a sweep over θ0's own settings has several), each
     named by the overrides that tell them apart."""
@@ -218,9 +225,7 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
     for metric in METRICS + ALIGN_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
-    paired = [per_seed[s] - baseline[s]["test/acc"] for s in sorted(set(per_seed) & set(baseline or {}))]
-    row[delta], row[f"{delta} ci95"] = _stats(paired)
-    row["paired seeds"] = len(paired)
+    row |= _paired(per_seed, baseline or {}, delta)
     return row
 
 
@@ -266,9 +271,7 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
             flags = [bool(r["merge/collapsed_to_theta0"]) for r in by_seed.values() if r.get("merge/collapsed_to_theta0") is not None]
             row[COLLAPSED], row["collapsed of"] = (sum(flags), len(flags)) if flags else (None, None)
             paired_with = baseline_of(by_seed) if experiment != baseline else {}
-            paired = [by_seed[s]["test/acc"] - paired_with[s]["test/acc"] for s in sorted(set(by_seed) & set(paired_with))]
-            row[delta], row[f"{delta} ci95"] = _stats(paired)
-            row["paired seeds"] = len(paired)
+            row |= _paired({seed: r["test/acc"] for seed, r in by_seed.items()}, paired_with, delta)
             mine.append(row)
         rows += sorted(mine, key=lambda r: (FAMILIES.index(r["family"]), r["method"]))
     return rows
