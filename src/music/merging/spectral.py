@@ -101,10 +101,15 @@ def wudi_loss(tau: Tensor, taus: Tensor) -> Tensor:
     return ((tau - taus) @ taus.transpose(1, 2)).square().sum(dim=(1, 2)).div(weights).sum()
 
 
-def _wudi_terms(work: Tensor) -> tuple[Tensor, Tensor]:
-    """G = Σ_i G_i and Σ_i τ_i G_i, with G_i = τ_iᵀτ_i / ‖τ_i‖²: the loss's gradient is 2(τ G − Σ_i τ_i G_i)."""
+def _wudi_grams(work: Tensor) -> Tensor:
+    """G_i = τ_iᵀτ_i / ‖τ_i‖², stacked (a zero τ_i gives 0)."""
     norms = work.flatten(1).square().sum(dim=1).clamp(min=torch.finfo(work.dtype).tiny)
-    grams = work.transpose(1, 2) @ work / norms[:, None, None]
+    return work.transpose(1, 2) @ work / norms[:, None, None]
+
+
+def _wudi_terms(work: Tensor) -> tuple[Tensor, Tensor]:
+    """G = Σ_i G_i and Σ_i τ_i G_i: the loss's gradient is 2(τ G − Σ_i τ_i G_i)."""
+    grams = _wudi_grams(work)
     return grams.sum(dim=0), (work @ grams).sum(dim=0)
 
 
@@ -132,8 +137,7 @@ def wudi_minimiser(taus: Tensor) -> Tensor:
     """The exact minimiser of `wudi_loss`: τ G = Σ_i τ_i G_i, i.e. RegMean with G_i = τ_iᵀτ_i / ‖τ_i‖² in place of
     the input Gram matrices; solved in float64 by least squares, so a singular G gives the minimum-norm τ."""
     work = taus.double()
-    norms = work.flatten(1).square().sum(dim=1).clamp(min=torch.finfo(work.dtype).tiny)
-    return regmean_linear(work, work.transpose(1, 2) @ work / norms[:, None, None]).to(taus.dtype)
+    return regmean_linear(work, _wudi_grams(work)).to(taus.dtype)
 
 
 def wudi_vector(taus: Tensor) -> Tensor:
