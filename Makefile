@@ -5,12 +5,12 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 ARGS ?= experiment=sequential data=fashion_mnist
 SWEEP ?= $(lastword $(sort $(wildcard logs/train/multiruns/*)))
 
-.PHONY: help install data test test-all train report bench clean
+.PHONY: help install data slurm test test-all train report bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-install: data  ## virtual env in .venv with torch 2.14.1, the project (editable) and its dev extras
+install: data slurm  ## virtual env in .venv with torch 2.14.1, the project (editable) and its dev extras
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
@@ -20,6 +20,11 @@ data:  ## real Fashion-MNIST from Debian's dataset-fashion-mnist (for the real-d
 	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install -y dataset-fashion-mnist' (or set FASHION_MNIST_DIR for the tests)"; fi
+
+slurm:  ## Debian's slurm-wlm and munge (the Slurm tests start a one-node cluster with them; needs root)
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ]; then echo "Slurm: $$(/usr/sbin/slurmctld -V)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq slurm-wlm munge; \
+	else echo "Slurm missing: run 'sudo apt-get install -y slurm-wlm munge' (the Slurm tests fail without it)"; fi
 
 test:  ## the default test tier (unit, integration, real data; a few minutes on 2 cores)
 	$(PY) -m pytest -m "not slow"

@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from music.cache import ArtifactCache
-from music.experiment import Experiment, network_config, quiet_lightning
+from music.experiment import Experiment, build_network, quiet_lightning
 from music.merging import kernels
 from music.merging.methods import METHODS
 from music.models.classifier import Classifier
@@ -70,7 +70,7 @@ def plain_epoch(net, images, labels, batch_size, lr) -> float:
 
 def trainer_epoch(cfg, data) -> float:
     quiet_lightning()  # as a run's training stages are
-    module = Classifier(instantiate(network_config(cfg)), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks])
+    module = Classifier(build_network(cfg), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks], num_classes=data.spec.classes)
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
     trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, callbacks=callbacks)
     loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
@@ -86,7 +86,7 @@ def epoch_figures(data_dir: str, repeats: int) -> dict:
         cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench"])
     data = load_data(cfg)
     paths = {
-        "plain": lambda: plain_epoch(instantiate(network_config(cfg)), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr),
+        "plain": lambda: plain_epoch(build_network(cfg), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr),
         "project": lambda: trainer_epoch(cfg, data),
     }
     runs = {name: [] for name in paths}
@@ -163,7 +163,7 @@ def continual_figures(data_dir: str, repeats: int) -> dict:
         return sum(v for k, v in exp.timings.items() if k.startswith("fit/sequential/"))
 
     def plain() -> float:
-        net, val = instantiate(network_config(cfg)), data.train_images[data.split.val]
+        net, val = build_network(cfg), data.train_images[data.split.val]
         start = time.perf_counter()
         for i in range(len(cfg.tasks)):
             rows = data.split.task_train(i)

@@ -1,4 +1,5 @@
-"""Shared fixtures: small IDX datasets written in torchvision's MNIST layout, real Fashion-MNIST, composed configs."""
+"""Shared fixtures: small datasets written in their real on-disk formats (MNIST's IDX files, CIFAR's pickled batches,
+SVHN's .mat files, in torchvision's layouts), real Fashion-MNIST, composed configs."""
 
 import os
 from pathlib import Path
@@ -32,6 +33,61 @@ def write_mnist_files(root: Path, per_class_train: int = 60, per_class_test: int
         write_idx(raw / f"{prefix}-images-idx3-ubyte", synthetic_images(labels, seed))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root
+
+
+def synthetic_colour_images(labels: torch.Tensor, seed: int, classes: int) -> torch.Tensor:
+    """N×3×32×32 uint8 images: a random prototype per class plus noise."""
+    prototypes = torch.rand(classes, 3, 32, 32, generator=torch.Generator().manual_seed(4321)) * 255
+    noise = torch.randn(len(labels), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 60
+    return (prototypes[labels] + noise).clamp(0, 255).to(torch.uint8)
+
+
+def _labels(classes: int, per_class: int, seed: int) -> torch.Tensor:
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
+
+
+def _pickle(path: Path, entry: dict) -> None:
+    import pickle
+
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)  # the format the CIFAR files were written in (Python 2's cPickle)
+
+
+def write_cifar_files(root: Path, classes: int = 10, per_class_train: int = 20, per_class_test: int = 5) -> Path:
+    """CIFAR-10's (five data_batch_i, test_batch, batches.meta) or CIFAR-100's (train, test, meta) pickled batches,
+    as torchvision extracts them under root/cifar-10-batches-py or root/cifar-100-python: rows of 3072 bytes."""
+    folder = root / ("cifar-10-batches-py" if classes == 10 else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "labels" if classes == 10 else "fine_labels"
+    train, test = _labels(classes, per_class_train, 1), _labels(classes, per_class_test, 2)
+    parts = list(zip([f"data_batch_{i}" for i in range(1, 6)], train.tensor_split(5))) if classes == 10 else [("train", train)]
+    for name, labels in [*parts, ("test_batch" if classes == 10 else "test", test)]:
+        seed = 3 + len(name)
+        entry = {"batch_label": name, key: labels.tolist(), "data": synthetic_colour_images(labels, seed, classes).reshape(len(labels), -1).numpy(),
+                 "filenames": [f"{i}.png" for i in range(len(labels))]}
+        if classes == 100:
+            entry["coarse_labels"] = (labels // 5).tolist()
+        _pickle(folder / name, entry)
+    _pickle(folder / ("batches.meta" if classes == 10 else "meta"), {"label_names" if classes == 10 else "fine_label_names": [str(c) for c in range(classes)]})
+    return root
+
+
+def write_svhn_files(root: Path, per_class_train: int = 20, per_class_test: int = 5) -> Path:
+    """SVHN's train_32x32.mat and test_32x32.mat (MATLAB v5: X is 32×32×3×N, y is N×1 with 10 for the digit 0)."""
+    from scipy.io import savemat
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, per_class, seed in (("train", per_class_train, 1), ("test", per_class_test, 2)):
+        labels = _labels(10, per_class, seed)
+        images = synthetic_colour_images(labels, seed, 10).permute(2, 3, 1, 0).numpy()
+        savemat(root / f"{name}_32x32.mat", {"X": images, "y": torch.where(labels == 0, 10, labels).numpy().astype("uint8")[:, None]})
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    return write_cifar_files(tmp_path_factory.mktemp("cifar10"))
 
 
 @pytest.fixture(scope="session")

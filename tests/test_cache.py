@@ -70,7 +70,7 @@ def test_key_ignores_dict_order():
         ("finetune.epochs=3", False, True),
         ("pretrain.epochs=7", True, True),
         ("seed=1", True, True),
-        ("model.hidden=[64]", True, True),
+        ("model.net.hidden=[64]", True, True),
         ("data.pretrain.fraction=0.2", True, True),
         ("data=fashion_mnist", True, True),
         ("merge.lambdas=[0.3]", False, False),

@@ -78,10 +78,10 @@ def run_train(tmp_path, *overrides):
         (["experiment=ties", "merge.keep_fraction=[2]"], "error: merge.keep_fraction=[2] is not allowed"),
         (["pretrain.checkpoint=/no/such.ckpt"], "error: pretrain.checkpoint='/no/such.ckpt' is not allowed"),
         # no files and no download: the message says where to put them
-        (["data.download=false"], "Put the four IDX files"),
+        (["data.download=false"], "Put its IDX files (plain or .gz) — train-images-idx3-ubyte"),
         # what Hydra refuses: one line too, with the available names
         (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, average,"),
-        (["data=cifar"], "Could not find 'data/cifar': one of fashion_mnist, kmnist, mnist"),
+        (["data=imagenet"], "Could not find 'data/imagenet': one of cifar10, cifar100, fashion_mnist, kmnist, mnist, svhn"),
         (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
         (["seed=[1"], "error: "),
         # what torch refuses, named by its key

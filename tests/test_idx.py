@@ -34,7 +34,7 @@ def test_flat_folder_of_gzipped_files_and_label_count_mismatch(tmp_path):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", torch.zeros(10, 28, 28, dtype=torch.uint8))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
     splits = load_dataset("fashion_mnist", tmp_path, download=False)
-    assert splits["train"][0].shape == (10, 28, 28) and splits["test"][1].tolist() == list(range(10))
+    assert splits["train"][0].shape == (10, 1, 28, 28) and splits["test"][1].tolist() == list(range(10))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:7])
     with pytest.raises(DataError, match="7 labels for 10 images"):
         load_dataset("fashion_mnist", tmp_path, download=False)

@@ -101,7 +101,7 @@ def test_checkpoints_reload_with_weights_only(tmp_path, mnist_dir):
     [ckpt] = list((tmp_path / "run").rglob("*.ckpt"))
     payload = torch.load(ckpt, weights_only=True)
     assert payload["hyper_parameters"]["tasks"] == [[c] for c in range(10)]
-    module = Classifier.load_from_checkpoint(ckpt, net=MLP(), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    module = Classifier.load_from_checkpoint(ckpt, net=MLP(10, [1, 28, 28]), optimizer=partial(torch.optim.Adam, lr=1e-3))
     assert torch.equal(module.net.head.weight, payload["state_dict"]["net.head.weight"])
 
 
@@ -109,7 +109,7 @@ def test_music_datamodule_feeds_lightning_the_pretrain_split(tmp_path, mnist_dir
     cfg = make_cfg(tmp_path, mnist_dir, "data._target_=music.data.datamodule.MusicDataModule", "data.batch_size=64")
     data = load_data(cfg)
     assert isinstance(data, MusicDataModule) and isinstance(data, TaskData)  # experiments accept it too
-    module = Classifier(MLP(), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)])
+    module = Classifier(MLP(10, [1, 28, 28]), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)], num_classes=10)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=data)
     # 60 training images per class: 10% held out for validation, half of the rest is θ0's -> 27 per class

@@ -40,15 +40,15 @@ def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
     """predict_along shares the dense first layer across λ; it must give what predicting with each θ0 + λ·τ gives,
     whichever parameters τ leaves out (the head; the first layer itself), under per-task masks, over several chunks."""
     torch.manual_seed(0)
-    net = MLP(hidden=[32, 16])
+    net = MLP(10, [1, 28, 28], hidden=[32, 16])
     theta0 = {k: v.clone() for k, v in net.state_dict().items()}
     tau = TaskVector({k: torch.randn_like(v) * 0.3 for k, v in theta0.items() if not k.startswith(excluded)})
     images, labels = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
-    allowed = allowed_classes([[0, 1], [2, 3, 4]], "per_task")[labels]
+    allowed = allowed_classes([[0, 1], [2, 3, 4]], "per_task", num_classes=10)[labels]
     lambdas = [0.5, 0.0, 1.0, 3.0]
 
     def net_at(lam):
-        model = MLP(hidden=[32, 16])
+        model = MLP(10, [1, 28, 28], hidden=[32, 16])
         model.load_state_dict(tau.apply_to(theta0, lam))
         return model
 
@@ -60,8 +60,8 @@ def test_predictions_along_a_lambda_path_equal_each_models_own(excluded):
 
 
 def test_dense_stem_finds_a_leading_linear_layer_only():
-    assert dense_stem(MLP(hidden=[8])) == 1  # after Flatten
-    assert dense_stem(CNN(channels=[4], hidden=8)) is None  # opens with a convolution
-    normalized = MLP(hidden=[8])
+    assert dense_stem(MLP(10, [1, 28, 28], hidden=[8])) == 1  # after Flatten
+    assert dense_stem(CNN(10, [1, 28, 28], channels=[4], hidden=8)) is None  # opens with a convolution
+    normalized = MLP(10, [1, 28, 28], hidden=[8])
     normalized.features.insert(1, torch.nn.BatchNorm1d(784, affine=False))  # no parameters, but running statistics
     assert dense_stem(normalized) is None

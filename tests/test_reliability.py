@@ -24,7 +24,7 @@ PY = sys.executable
 
 def test_checkpoint_of_another_architecture_names_the_file(tmp_path, mnist_dir):
     wrong = tmp_path / "cnn.safetensors"
-    save_file(CNN().state_dict(), wrong)
+    save_file(CNN(10, [1, 28, 28]).state_dict(), wrong)
     with pytest.raises(DataError, match=r"cnn.safetensors: not a checkpoint of the configured MLP \(.*Missing key"):
         run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", f"pretrain.checkpoint={wrong}"))
     garbage = tmp_path / "garbage.ckpt"

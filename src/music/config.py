@@ -9,16 +9,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from music.data.sources import DATASETS, NUM_CLASSES
+from music.data.sources import DATASETS
 from music.data.split import Split
 from music.errors import ConfigError
 from music.evaluation import HEADS
 
 ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
 ALIGN_SAMPLING = ("balanced", "random")
+BATCHNORM = ("recompute", "merge")  # merge.batchnorm
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
-CLASS_IDS = f"class ids are integers in 0..{NUM_CLASSES - 1}"
 
 
 def _value(value):
@@ -30,12 +30,14 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_classes(setting: str, classes) -> None:
+def _check_classes(setting: str, classes, num_classes: int, dataset: str) -> None:
+    """A non-empty list of distinct class ids of the dataset (its declaration says how many it has)."""
+    ids = f"class ids are integers in 0..{num_classes - 1} ({dataset} has {num_classes} classes)"
     if not isinstance(classes, (list, ListConfig)) or not classes:
-        raise ConfigError(setting, _value(classes), f"a non-empty list of classes ({CLASS_IDS})")
+        raise ConfigError(setting, _value(classes), f"a non-empty list of classes ({ids})")
     for c in classes:
-        if not _is_int(c) or not 0 <= c < NUM_CLASSES:
-            raise ConfigError(setting, _value(classes), CLASS_IDS)
+        if not _is_int(c) or not 0 <= c < num_classes:
+            raise ConfigError(setting, _value(classes), ids)
     if len(set(classes)) != len(classes):
         raise ConfigError(setting, _value(classes), "each class at most once")
 
@@ -196,12 +198,13 @@ def validate(cfg: DictConfig, strategies) -> None:
             raise ConfigError(f"trainer.{key}", _value(cfg.trainer[key]), "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
     if cfg.data.name not in DATASETS:
         raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
+    classes = DATASETS[cfg.data.name].classes
     tasks = cfg.tasks
     if not isinstance(tasks, (list, ListConfig)) or not tasks:
         raise ConfigError("tasks", _value(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")
     seen = []
     for i, task in enumerate(tasks):
-        _check_classes(f"tasks[{i}]", task)
+        _check_classes(f"tasks[{i}]", task, classes, cfg.data.name)
         if sorted(task) in seen:
             raise ConfigError(f"tasks[{i}]", _value(task), "each task once (it repeats an earlier task)")
         seen.append(sorted(task))
@@ -217,7 +220,8 @@ def validate(cfg: DictConfig, strategies) -> None:
         if cfg.strategy == "negation":
             raise ConfigError("model.head", head, "shared with experiment=negation (forgetting a class is judged over all classes)")
     _check_align(cfg)
-    _check_classes("data.pretrain.classes", cfg.data.pretrain.classes)
+    if cfg.data.pretrain.classes is not None:  # null: every class of the dataset
+        _check_classes("data.pretrain.classes", cfg.data.pretrain.classes, classes, cfg.data.name)
     fraction, num_samples = cfg.data.pretrain.fraction, cfg.data.pretrain.num_samples
     if (fraction is None) == (num_samples is None):
         raise ConfigError("data.pretrain.num_samples", num_samples, "exactly one of data.pretrain.fraction and data.pretrain.num_samples may be set (the other null)")
@@ -245,8 +249,10 @@ def validate(cfg: DictConfig, strategies) -> None:
     if cfg.strategy == "merge":
         _check_merge(cfg)
     if cfg.strategy == "negation":
-        _check_classes("negation.target", cfg.negation.target)
+        _check_classes("negation.target", cfg.negation.target, classes, cfg.data.name)
         _check_fraction("negation.control_floor", cfg.negation.control_floor, closed_right=True)
+    if cfg.merge.get("batchnorm") not in BATCHNORM:
+        raise ConfigError("merge.batchnorm", cfg.merge.get("batchnorm"), f"one of {', '.join(BATCHNORM)} (what a merge does with BatchNorm's running statistics)")
     lambdas = cfg.merge.lambdas
     if not isinstance(lambdas, (list, ListConfig)) or not lambdas:
         raise ConfigError("merge.lambdas", _value(lambdas), "a non-empty list of finite numbers")

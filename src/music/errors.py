@@ -51,8 +51,9 @@ def hydra_error_line(error: Exception) -> str:
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Around `@hydra.main`: what Hydra refuses before a job starts (an unknown config name, a key that does not exist,
-    an override it cannot parse) ends like the project's own refusals, as one line and exit status 2, instead of
-    several lines and status 1. HYDRA_FULL_ERROR=1 still shows every traceback."""
+    an override it cannot parse) and the project's errors a launcher raises (sbatch refusing a Slurm submission) end
+    like the project's own refusals in a job, as one line and exit status 2, instead of several lines and status 1.
+    HYDRA_FULL_ERROR=1 still shows every traceback."""
     from hydra.errors import CompactHydraException
 
     wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -64,4 +65,9 @@ def one_line_errors() -> Iterator[None]:
         if wanted:
             raise
         print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except MusicError as error:  # in the launching process: sbatch's refusal, or a Slurm job's handed back
+        if wanted:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

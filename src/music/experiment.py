@@ -15,11 +15,12 @@ from torch import nn
 
 from music.cache import ArtifactCache
 from music.config import instantiate_checked
-from music.data import TaskData
+from music.data import TaskData, dataset_spec
 from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.merging import TaskVector
 from music.models import LinearizedNet, plain_state
+from music.models.networks import has_batchnorm, recompute_batchnorm
 from music.models.checkpoint import load_weights
 from music.tracking import CONSOLE
 
@@ -64,16 +65,19 @@ def quiet_lightning() -> None:
         logger.propagate = True
     # the training loss is logged once per epoch (Classifier), so a short epoch's logging interval does not matter
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    # on a Slurm host (a login node, or a job submitit started) each job is one process by design, not an srun step
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def network_config(cfg: DictConfig) -> dict:
-    """The network's constructor config: `model` without `head`, which is the protocol (how the 10-way head is
-    trained and scored), not part of the architecture."""
-    return {k: v for k, v in _plain(cfg.model).items() if k != "head"}
+def build_network(cfg: DictConfig) -> nn.Module:
+    """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
+    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
+    spec = dataset_spec(cfg.data.name)
+    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
 
 
 def file_digest(path: str) -> str:
@@ -96,6 +100,7 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "split_version": SPLIT_VERSION,
         "dataset": cfg.data.name,
         "fingerprint": fingerprint,
+        "normalization": [list(dataset_spec(cfg.data.name).mean), list(dataset_spec(cfg.data.name).std)],
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
         "pretrain_split": _plain(cfg.data.pretrain),
@@ -108,12 +113,12 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
 
 def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
     """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained.
-    θ0 is trained class-incrementally (one 10-way head) whatever the head protocol of the fine-tunes."""
+    θ0 is trained class-incrementally (one head over every class) whatever the head protocol of the fine-tunes."""
     if cfg.pretrain.get("checkpoint"):
         source = {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint)}
     else:
         source = {"pretrain": _plain(cfg.pretrain)}
-    return data_material(cfg, fingerprint) | {"model": network_config(cfg)} | source
+    return data_material(cfg, fingerprint) | {"model": _plain(cfg.model.net)} | source
 
 
 def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
@@ -128,7 +133,8 @@ class Experiment:
         self.tasks: list[list[int]] = [list(t) for t in cfg.tasks]
         self.split = data.split
         self.head = cfg.model.get("head", "shared")
-        self.allowed = allowed_classes(self.tasks, self.head)
+        self.num_classes = data.spec.classes
+        self.allowed = allowed_classes(self.tasks, self.head, self.num_classes)
         self._finetuned: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
         # wall times in seconds, kept out of metrics.json (which must be identical across same-seed runs)
         self.timings: dict[str, float] = {}
@@ -140,7 +146,7 @@ class Experiment:
 
     # ---- networks ----
     def new_net(self) -> nn.Module:
-        return instantiate(network_config(self.cfg))
+        return build_network(self.cfg)
 
     def load_net(self, state: dict[str, torch.Tensor]) -> nn.Module:
         net = self.new_net()
@@ -169,6 +175,7 @@ class Experiment:
             optimizer=instantiate(hparams.optimizer),
             scheduler=instantiate(hparams.scheduler) if hparams.get("scheduler") else None,
             tasks=self.tasks,
+            num_classes=self.num_classes,
             stage=stage,
             allowed=self.allowed if protocol else None,
             continual=continual,
@@ -284,10 +291,37 @@ class Experiment:
                 out[split][mine] = preds[split][mine]
         return out
 
+    # ---- merged models ----
+    @cached_property
+    def merge_keys(self) -> list[str]:
+        """What task vectors cover: the network's parameters and, under merge.batchnorm=merge, BatchNorm's running
+        statistics; integer buffers (num_batches_tracked) never. What they do not cover stays θ0's."""
+        net = self.new_net()
+        keys = [name for name, _ in net.named_parameters()]
+        if self.cfg.merge.batchnorm == "merge":
+            keys += [name for name, b in net.named_buffers() if b.is_floating_point()]
+        return keys
+
+    @cached_property
+    def batchnorm_images(self) -> torch.Tensor:
+        """The unlabeled images a merged model's BatchNorm statistics are re-estimated on: merge.num_samples training
+        images of each task."""
+        return torch.cat([self.unlabeled_images(task, self.cfg.merge.num_samples, "batchnorm") for task in self.tasks])
+
+    def merged_model(self, state: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor]) -> nn.Module:
+        """The model θ = `state` a merge made. Under merge.batchnorm=recompute its BatchNorm running statistics are
+        re-estimated on unlabeled task images (batchnorm_images), unless its parameters are θ0's (λ = 0 is θ0
+        exactly) or it is linearized (a tangent model normalises with θ0's statistics by construction)."""
+        model = self.model(state)
+        moved = any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters() if name in state)
+        if self.cfg.merge.batchnorm == "recompute" and has_batchnorm(model) and moved and not isinstance(model, LinearizedNet):
+            recompute_batchnorm(model, self.batchnorm_images, self.cfg.data.eval_batch_size)
+        return model
+
     def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""
-        models = [self.model(direction.apply_to(theta0, lam)) for lam in lambdas]
+        models = [self.merged_model(direction.apply_to(theta0, lam), theta0) for lam in lambdas]
         if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
         base, batch = self.model(theta0), self.cfg.data.eval_batch_size
@@ -298,7 +332,7 @@ class Experiment:
         """`<split>/acc…` figures of predictions, per task of `tasks` (default: the configured tasks)."""
         out = {}
         for split, (_, labels) in self.eval_sets.items():
-            confusion = confusion_matrix(preds[split], labels)
+            confusion = confusion_matrix(preds[split], labels, self.num_classes)
             out |= {f"{split}/{k}": v for k, v in accuracy_metrics(confusion, tasks or self.tasks).items()}
         return out
 

@@ -1,8 +1,13 @@
-"""Where the images come from: a flat folder of IDX files, or torchvision's layout (downloaded if missing)."""
+"""Where the images come from, and what each dataset is: its declaration (classes, image shape, normalisation) and
+the reader of its real on-disk format (IDX files, CIFAR's pickled batches, SVHN's .mat files), downloaded through
+torchvision when missing."""
 
 import logging
+import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,15 +17,7 @@ from music.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-# dataset name -> torchvision class name (also its folder under data_dir: <data_dir>/<ClassName>/raw)
-DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-# copies a system package installs, read when data_dir holds none (Debian's dataset-fashion-mnist)
-SYSTEM_COPIES = {"fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
-NUM_CLASSES = 10
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]  # {'train': (uint8 images N×C×H×W, int64 labels), 'test': …}
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -30,71 +27,152 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _read_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dim() != 3 or labels.dim() != 1:
-        raise DataError(f"{images_path}: expected N×H×W images and N labels, got {list(images.shape)} and {list(labels.shape)}")
+def _checked(where: Path, images: torch.Tensor, labels: torch.Tensor, classes: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    if images.dim() != 4 or labels.dim() != 1 or tuple(images.shape[1:]) != shape:
+        raise DataError(f"{where}: expected N×{'×'.join(map(str, shape))} images and N labels, got {list(images.shape)} and {list(labels.shape)}")
     if len(images) != len(labels):
-        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
-    if len(labels) and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..{NUM_CLASSES - 1}")
-    return images, labels.long()
+        raise DataError(f"{where}: {len(labels)} labels for {len(images)} images")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        raise DataError(f"{where}: labels {int(labels.min())}..{int(labels.max())} outside 0..{classes - 1}")
+    return images.contiguous(), labels.long()
 
 
-def _read_folder(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
-    """Both splits from a folder holding the four IDX files (plain or .gz), or None if any is missing."""
-    found = {split: [_find(folder, name) for name in names] for split, names in IDX_FILES.items()}
+def read_idx_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
+    """The MNIST family: four IDX files (plain or .gz) in one folder, or None if any is missing."""
+    found = {split: [_find(folder, name) for name in names] for split, names in spec.files.items()}
     if any(p is None for paths in found.values() for p in paths):
         return None
-    return {split: _read_pair(*paths) for split, paths in found.items()}
+    return {split: _checked(images, read_idx(images).unsqueeze(1), read_idx(labels), spec.classes, spec.shape) for split, (images, labels) in found.items()}
 
 
-def _download(name: str, data_dir: Path, download: bool) -> Path:
-    """torchvision's own download into <data_dir>/<ClassName>/raw; returns that folder. The download goes to a
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")  # written by Python 2: its str keys read as str, as torchvision reads them
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+        raise DataError(f"{path}: cannot read a CIFAR batch ({e})") from None
+
+
+def read_cifar_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
+    """CIFAR-10/100 as python-pickled batches (rows of 3072 bytes, channel-major; labels under 'labels' or
+    'fine_labels'), or None if any batch is missing."""
+    paths = {split: [folder / name for name in names] for split, names in spec.files.items()}
+    if not all(p.is_file() for names in paths.values() for p in names):
+        return None
+    out = {}
+    for split, files in paths.items():
+        batches = [_unpickle(p) for p in files]
+        key = "fine_labels" if "fine_labels" in batches[0] else "labels"
+        try:
+            data = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, *spec.shape) for b in batches])
+            labels = torch.cat([torch.as_tensor(b[key], dtype=torch.long) for b in batches])
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise DataError(f"{files[0]}: not a CIFAR batch of {'×'.join(map(str, spec.shape))} images ({e})") from None
+        out[split] = _checked(files[0], data, labels, spec.classes, spec.shape)
+    return out
+
+
+def read_svhn_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
+    """SVHN's cropped digits as MATLAB files (X: 32×32×3×N, y: N×1 with 10 meaning the digit 0), or None if missing."""
+    from scipy.io import loadmat  # only SVHN needs it
+
+    paths = {split: folder / names[0] for split, names in spec.files.items()}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    out = {}
+    for split, path in paths.items():
+        try:
+            mat = loadmat(path)
+            images = torch.from_numpy(mat["X"]).permute(3, 2, 0, 1)
+            labels = torch.from_numpy(mat["y"].astype("int64")).reshape(-1) % 10  # SVHN labels the digit 0 as 10
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not an SVHN .mat file ({e})") from None
+        out[split] = _checked(path, images, labels, spec.classes, spec.shape)
+    return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is: everything downstream (split, networks, metrics, checks) reads these, nothing assumes them."""
+
+    torchvision: str  # torchvision.datasets class that downloads it
+    classes: int
+    shape: tuple[int, int, int]  # channels, height, width
+    mean: tuple[float, ...]  # per channel, of the training images scaled to [0, 1]: the normalisation
+    std: tuple[float, ...]
+    read: Callable[[Path, "DatasetSpec"], Splits | None]
+    files: dict[str, tuple[str, ...]]  # per split, the files `read` needs
+    kind: str  # what they are, for messages
+    folder: str  # where torchvision's download puts them, under data_dir
+    split_args: tuple[dict, dict] = ({"train": True}, {"train": False})  # torchvision's train / test constructor arguments
+    system_copies: tuple[Path, ...] = ()  # copies a system package installs (Debian's dataset-fashion-mnist)
+
+
+_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_GREY = {"shape": (1, 28, 28), "read": read_idx_folder, "files": _IDX, "kind": "IDX files (plain or .gz)"}
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("MNIST", 10, mean=(0.1307,), std=(0.3081,), folder="MNIST/raw", **_GREY),
+    "fashion_mnist": DatasetSpec("FashionMNIST", 10, mean=(0.2860,), std=(0.3530,), folder="FashionMNIST/raw",
+                                 system_copies=(Path("/usr/share/datasets/fashion-mnist"),), **_GREY),
+    "kmnist": DatasetSpec("KMNIST", 10, mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw", **_GREY),
+    "cifar10": DatasetSpec("CIFAR10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), read_cifar_folder,
+                           {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}, "python-pickled batches", "cifar-10-batches-py"),
+    "cifar100": DatasetSpec("CIFAR100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), read_cifar_folder,
+                            {"train": ("train",), "test": ("test",)}, "python-pickled batches", "cifar-100-python"),
+    "svhn": DatasetSpec("SVHN", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), read_svhn_folder,
+                        {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, "MATLAB files", ".", ({"split": "train"}, {"split": "test"})),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _download(name: str, spec: DatasetSpec, data_dir: Path, download: bool) -> Path:
+    """torchvision's own download into <data_dir>/<spec.folder>; returns that folder. The download goes to a
     temporary folder first and moves into place whole: a failed one (no network, a mistyped data_dir) leaves no
     folders behind."""
     import torchvision.datasets  # imported here: only this path needs it
 
-    cls = getattr(torchvision.datasets, DATASETS[name])
-    raw = data_dir / DATASETS[name] / "raw"
+    cls = getattr(torchvision.datasets, spec.torchvision)
+    target = (data_dir / spec.folder).resolve()
     if not download:
         reason = "download is off (data.download=false)"
     else:
         with tempfile.TemporaryDirectory(prefix="music-download-") as staging:
             try:
-                for train in (True, False):
-                    cls(root=staging, train=train, download=True)
+                for split_args in spec.split_args:
+                    cls(root=staging, download=True, **split_args)
             except (RuntimeError, OSError) as e:
                 lines = [line.strip() for line in str(e).splitlines() if line.strip()]
                 reason = f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
             else:
-                raw.mkdir(parents=True, exist_ok=True)
-                for file in (Path(staging) / DATASETS[name] / "raw").iterdir():
-                    shutil.move(file, raw / file.name)
-                return raw
-    files = ", ".join(n for pair in IDX_FILES.values() for n in pair)
-    raise DataError(
-        f"data.name={name}: no dataset files in {data_dir} and {reason}. Put the four IDX files ({files}; plain or"
-        f" .gz) in {data_dir} or {raw}, or point data.data_dir at the folder that holds them"
-    )
+                target.mkdir(parents=True, exist_ok=True)
+                for file in (Path(staging) / spec.folder).iterdir():
+                    if file.is_file() and not (target / file.name).exists():
+                        shutil.move(file, target / file.name)
+                return target
+    files = ", ".join(n for names in spec.files.values() for n in names)
+    raise DataError(f"data.name={name}: no dataset files in {data_dir} and {reason}. Put its {spec.kind} — {files} — in {data_dir} or {target},"
+                    " or point data.data_dir at the folder that holds them")
 
 
-def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train': (uint8 images N×28×28, int64 labels), 'test': (...)} of one of DATASETS, read from the first folder
-    that holds the four IDX files: data_dir itself, torchvision's data_dir/<ClassName>/raw, a system-wide copy
-    (SYSTEM_COPIES), or what torchvision downloads into data_dir/<ClassName>/raw."""
-    if name not in DATASETS:
-        raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
+def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> Splits:
+    """{'train': (uint8 images N×C×H×W, int64 labels), 'test': (...)} of one of DATASETS, read from the first folder
+    that holds its files: data_dir itself, torchvision's data_dir/<spec.folder>, a system-wide copy, or what
+    torchvision downloads into data_dir/<spec.folder>."""
+    spec = dataset_spec(name)
     data_dir = Path(data_dir)
-    raw = data_dir / DATASETS[name] / "raw"
-    for folder in (data_dir, raw, *SYSTEM_COPIES.get(name, ())):
-        splits = _read_folder(folder)
+    for folder in (data_dir, data_dir / spec.folder, *spec.system_copies):
+        splits = spec.read(folder, spec)
         if splits is not None:
             break
     else:
-        folder = _download(name, data_dir, download)
-        splits = _read_folder(folder)
+        folder = _download(name, spec, data_dir, download)
+        splits = spec.read(folder, spec)
         if splits is None:
-            raise DataError(f"data.name={name}: the download into {raw} left some of the four IDX files missing")
+            raise DataError(f"data.name={name}: the download into {folder} left some of its files missing")
     log.info("%s: %d train / %d test images from %s", name, len(splits["train"][1]), len(splits["test"][1]), folder)
     return splits

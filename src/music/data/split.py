@@ -89,7 +89,8 @@ def make_split(
     pretrain_fraction: float | None = 0.5,
     pretrain_num_samples: int | None = None,
     val_fraction: float = 0.1,
-    num_classes: int = 10,
+    *,
+    num_classes: int,
 ) -> Split:
     members = {c: torch.nonzero(labels == c).flatten() for c in range(num_classes)}
     members = {c: m[torch.randperm(len(m), generator=class_generator(seed, c))] for c, m in members.items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from music.data.sources import NUM_CLASSES, load_dataset
+from music.data.sources import dataset_spec, load_dataset
 from music.data.split import Split, make_split
 
 
@@ -44,21 +44,22 @@ _LOADED: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
 def load_normalized(name: str, data_dir: str, download: bool) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, test images, test labels), images as N×1×28×28 floats standardised with the
-    training set's mean and std. Loaded once per process (a multirun's jobs share it); never modified in place."""
+    """(train images, train labels, test images, test labels), images as N×C×H×W floats standardised per channel with
+    the dataset's declared mean and std. Loaded once per process (a multirun's jobs share it); never modified in place."""
     key = (name, str(Path(data_dir).resolve()))
     if key not in _LOADED:
         splits = load_dataset(name, data_dir, download)
+        spec = dataset_spec(name)
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
         (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
-        scale = train_images.float().div(255)
-        mean, std = scale.mean(), scale.std()
         _LOADED.clear()  # keep one dataset in memory
-        _LOADED[key] = (scale.sub_(mean).div_(std).unsqueeze(1), train_labels, test_images.float().div_(255).sub_(mean).div_(std).unsqueeze(1), test_labels)
+        _LOADED[key] = tuple(x for images, labels in ((train_images, train_labels), (test_images, test_labels))
+                             for x in (images.float().div_(255).sub_(mean).div_(std), labels))
     return _LOADED[key]
 
 
 class TaskData:
-    """MNIST / Fashion-MNIST / KMNIST as normalized float tensors, split into θ0's data and per-task data.
+    """A dataset of DATASETS as normalized float tensors, split into θ0's data and per-task data.
 
     Its own train/val loaders serve the pretrain split; `loader(indices)` serves any other stage (a task,
     the union of tasks, all validation data). Plain Python, so a run whose models all come from the cache
@@ -70,7 +71,7 @@ class TaskData:
         name: str = "mnist",
         data_dir: str = "data",
         download: bool = True,
-        tasks: list[list[int]] = tuple([c] for c in range(NUM_CLASSES)),
+        tasks: list[list[int]] = ([0], [1]),
         seed: int = 0,
         pretrain: dict | None = None,
         val_fraction: float = 0.1,
@@ -82,7 +83,8 @@ class TaskData:
         self.name, self.data_dir, self.download = name, data_dir, download
         self.tasks = [list(t) for t in tasks]
         self.seed, self.val_fraction = seed, val_fraction
-        self.pretrain_classes = list(pretrain.get("classes") or range(NUM_CLASSES))
+        self.spec = dataset_spec(name)
+        self.pretrain_classes = list(pretrain.get("classes") or range(self.spec.classes))  # null: every class
         self.pretrain_fraction = pretrain.get("fraction", 0.5)
         self.pretrain_num_samples = pretrain.get("num_samples")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -102,7 +104,7 @@ class TaskData:
             self.pretrain_fraction,
             self.pretrain_num_samples,
             self.val_fraction,
-            NUM_CLASSES,
+            num_classes=self.spec.classes,
         )
 
     def loader(self, indices: torch.Tensor, shuffle: bool = False, seed: int = 0) -> DataLoader:

@@ -36,10 +36,10 @@ def accuracy_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[st
 HEADS = ("shared", "per_task")
 
 
-def allowed_classes(tasks: list[list[int]], head: str, num_classes: int = 10) -> torch.Tensor:
+def allowed_classes(tasks: list[list[int]], head: str, num_classes: int) -> torch.Tensor:
     """The head protocol as a num_classes×num_classes mask: row c = the classes a sample of class c is scored over.
 
-    shared: every class (class-incremental, one 10-way head). per_task: the classes of c's own task (the task id
+    shared: every class (class-incremental, one head over all classes). per_task: the classes of c's own task (the task id
     is known; each task's rows of the head act as its own head); a class in no task is scored over every class.
     """
     allowed = torch.ones(num_classes, num_classes, dtype=torch.bool)
@@ -116,7 +116,7 @@ def predict_along(
     return preds
 
 
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts of (true class, predicted class) pairs: rows are true classes."""
     return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
 

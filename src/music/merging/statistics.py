@@ -24,7 +24,10 @@ def diagonal_fisher(net: nn.Module, images: torch.Tensor, names: list[str], gene
             y = torch.multinomial(torch.softmax(net(x), dim=-1), 1, generator=generator).squeeze(1)
         for name, g in per_sample(params, x, y).items():
             total[name] += g.square().sum(dim=0)
-    return torch.cat([total[k].reshape(-1) for k in names]) / len(images)
+    # a name with no parameter (a BatchNorm running statistic, under merge.batchnorm=merge) has no Fisher: zeros, which
+    # fisher_weighted turns into the plain mean
+    zeros = {k: torch.zeros_like(v) for k, v in net.state_dict().items() if k not in total}
+    return torch.cat([(total[k] if k in total else zeros[k]).reshape(-1) for k in names]) / len(images)
 
 
 def linear_input_grams(net: nn.Module, images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:

@@ -21,10 +21,12 @@ class TaskVector:
         self.deltas = dict(deltas)
 
     @classmethod
-    def between(cls, pretrained: StateDict, finetuned: StateDict, exclude: tuple[str, ...] = ()) -> "TaskVector":
-        """θ_finetuned − θ0 over every parameter whose name does not start with one of `exclude` (e.g. 'head.')."""
+    def between(cls, pretrained: StateDict, finetuned: StateDict, exclude: tuple[str, ...] = (), keys: list[str] | None = None) -> "TaskVector":
+        """θ_finetuned − θ0 over `keys` (default: every floating-point entry; an integer buffer such as BatchNorm's
+        num_batches_tracked is a count, never a direction), less those whose name starts with one of `exclude`."""
         _check_keys(pretrained, finetuned, "task vector")
-        return cls({k: finetuned[k] - pretrained[k] for k in pretrained if not k.startswith(exclude)})
+        keys = [k for k in pretrained if pretrained[k].is_floating_point()] if keys is None else keys
+        return cls({k: finetuned[k] - pretrained[k] for k in keys if not k.startswith(exclude)})
 
     def _zip(self, other: "TaskVector", op) -> "TaskVector":
         _check_keys(self.deltas, other.deltas, "task vector arithmetic")

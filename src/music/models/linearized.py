@@ -20,6 +20,9 @@ class LinearizedNet(nn.Module):
         self.anchor = copy.deepcopy(net).requires_grad_(False)  # θ0, the expansion point
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the expansion point is a fixed function whatever the training mode: BatchNorm normalises with θ0's running
+        # statistics (and a transform may not update them); set here, as Lightning restores each submodule's mode itself
+        self.anchor.eval()
         theta0 = dict(self.anchor.named_parameters())
         delta = {name: p - theta0[name] for name, p in self.net.named_parameters()}
         out, change = jvp(lambda params: functional_call(self.anchor, params, (x,)), (theta0,), (delta,))

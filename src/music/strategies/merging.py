@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from music.align.kernels import MASKED
-from music.data.sources import NUM_CLASSES
 from music.evaluation.metrics import restrict
 from music.experiment import Experiment, stage_seed
 from music.merging import TaskVector, kernels, stack
@@ -34,7 +33,7 @@ def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = T
     theta0 = exp.theta0
     exclude = () if include_head else (HEAD,)
     states = states if states is not None else [exp.finetuned(task) for task in tasks]
-    return theta0, [TaskVector.between(theta0, state, exclude=exclude) for state in states]
+    return theta0, [TaskVector.between(theta0, state, exclude, exp.merge_keys) for state in states]
 
 
 def diagnostics(tau: torch.Tensor) -> dict:
@@ -133,7 +132,7 @@ def merge(exp: Experiment) -> dict:
         report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(inputs.tau, picked["keep_fraction"]))
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
-        aligned, figures = align(exp, exp.model(direction.apply_to(theta0, point["lambda"])))
+        aligned, figures = align(exp, exp.merged_model(direction.apply_to(theta0, point["lambda"]), theta0))
         exp.timings["align"] = time.perf_counter() - start
         before = {f"{split}/acc_before_align": metrics[f"{split}/acc"] for split in ("val", "test")}
         metrics = exp.evaluate(aligned) | before | figures
@@ -156,7 +155,7 @@ def negation(exp: Experiment) -> dict:
     keep ≥ `negation.control_floor` of θ0's validation accuracy on every other class (λ = 0 always qualifies)."""
     cfg = exp.cfg.negation
     target = sorted(cfg.target)
-    groups = [target, [c for c in range(NUM_CLASSES) if c not in target]]
+    groups = [target, [c for c in range(exp.num_classes) if c not in target]]
     theta0, (tau,) = task_vectors(exp, [target], exp.cfg.merge.include_head)
     lambdas = sorted({0.0, *map(float, exp.cfg.merge.lambdas)})
     curve, runs = [], {}

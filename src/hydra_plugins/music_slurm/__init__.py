@@ -1,0 +1,76 @@
+"""`hydra/launcher=slurm`: hydra-submitit's Slurm launcher, except that a submission sbatch refuses (a GPU asked of a
+node without one, an unknown partition) and a setting a job refuses end as one line naming the setting and exit
+status 2, as they do without Slurm, not as a traceback.
+
+It lives under `hydra_plugins` because Hydra instantiates launchers from that package only.
+"""
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf
+
+from music.errors import TRACEBACK_ENV, MusicError
+from music.launching import sbatch_refusal
+
+log = logging.getLogger(__name__)
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def __call__(self, *args, **kwargs) -> JobReturn:
+        """One job, in Slurm. A setting the job refuses (`seed=-1`) is raised, not printed with exit status 2: Hydra
+        hands the error back to the launching process, which prints its one line; a job that exited would leave
+        submitit no result to read (on a cluster without accounting it would wait for one forever)."""
+        os.environ[TRACEBACK_ENV] = "1"  # music.run raises its MusicError instead of printing it and exiting
+        return super().__call__(*args, **kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """hydra-submitit's `launch` (1.2), with the submission and the wait apart: submitit prints sbatch's
+        complaint before raising it, so the submission's stderr is held back and the complaint becomes one line."""
+        import submitit
+        from submitit.core.utils import FailedJobError
+
+        assert self.config is not None and len(job_overrides) > 0
+        if shutil.which("sbatch") is None:
+            raise sbatch_refusal(None, self.params)
+        init_keys = {"submitit_folder", "max_num_timeout"}
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
+                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
+                                      for k, v in self.params.items() if k not in init_keys})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        held = io.StringIO()  # what submitit prints while submitting: sbatch's complaint, echoed before it is raised
+        try:
+            with contextlib.redirect_stderr(held):
+                jobs = executor.map_array(self, *zip(*job_params))
+        except FailedJobError as error:
+            if isinstance(error.__cause__, subprocess.CalledProcessError) and error.__cause__.cmd[0] == "sbatch":
+                raise sbatch_refusal(error.__cause__.stderr, self.params) from None
+            sys.stderr.write(held.getvalue())
+            raise
+        sys.stderr.write(held.getvalue())
+        returns = [job.results()[0] for job in jobs]
+        for job_return in returns:  # raised here, the sweeper does not print the job's overrides on a line first
+            if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, MusicError):
+                raise job_return._return_value
+        return returns
