@@ -1,10 +1,12 @@
 """The performance figures, each the median of several runs, written as JSON with the machine's description.
 
-    python benchmarks/bench.py [--repeats 15] [--h2h-repeats 3] [--continual-repeats 5] [--out logs/bench/bench.json]
+    python benchmarks/bench.py [--device cpu|cuda] [--repeats 15] [--h2h-repeats 3] [--continual-repeats 5] [--out logs/bench/bench.json]
 
 - epoch: one training epoch of the default MLP on 60k Fashion-MNIST images through the project's Trainer path,
-  next to a plain PyTorch loop on the same model, data and batch size, measured in this process in back-to-back
-  pairs, alternating which runs first (ratio: the median of the pairs' ratios);
+  next to a plain PyTorch loop on the same model, data and batch size, the data resident on --device (cpu, or cuda
+  where there is a GPU: the default there), measured in this process in back-to-back pairs, alternating which runs
+  first (ratio: the median of the pairs' ratios);
+- resnet18_epoch: the same pair for ResNet-18 (CIFAR variant, width 64), its first --resnet-batches batches (4 on a CPU);
 - ties: TIES-merging of 10 task vectors of 1M parameters;
 - head_to_head: one seed of the whole comparison as one multirun process (start-up included), with a cold
   and then a warm cache, and its peak resident memory;
@@ -57,37 +59,51 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def plain_epoch(net, images, labels, batch_size, lr) -> float:
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # --device -> trainer.accelerator
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_epoch(net, images, labels, batch_size, lr, batches: int | None = None) -> float:
+    """One epoch (or its first `batches` batches) of a plain loop, on the device the images are on."""
+    net = net.to(images.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    synchronize(images.device)
     start = time.perf_counter()
-    for rows in torch.randperm(len(labels)).split(batch_size):
+    for rows in torch.randperm(len(labels), device=images.device).split(batch_size)[:batches]:
         loss = F.cross_entropy(net(images[rows]), labels[rows])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    synchronize(images.device)
     return time.perf_counter() - start
 
 
-def trainer_epoch(cfg, data) -> float:
+def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     quiet_lightning()  # as a run's training stages are
     module = Classifier(build_network(cfg), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks], num_classes=data.spec.classes)
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
-    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, limit_train_batches=batches, callbacks=callbacks)
     loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
     start = time.perf_counter()
     trainer.fit(module, loader)
+    synchronize(data.train_images.device)
     return time.perf_counter() - start
 
 
-def epoch_figures(data_dir: str, repeats: int) -> dict:
-    """Median epoch seconds of both paths and the median of their paired ratios (the baseline is measured here, not a
-    constant)."""
+def epoch_figures(data_dir: str, repeats: int, device: torch.device, model: tuple[str, ...] = (), batches: int | None = None) -> dict:
+    """Median epoch seconds of both paths, the data resident on `device`, and the median of their paired ratios (the
+    baseline is measured here, not a constant); `model` overrides the network, `batches` limits the epoch."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench"])
-    data = load_data(cfg)
+        cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench",
+                                          f"trainer.accelerator={ACCELERATOR[device.type]}", *model])
+    data = load_data(cfg).to(device)
     paths = {
-        "plain": lambda: plain_epoch(build_network(cfg), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr),
-        "project": lambda: trainer_epoch(cfg, data),
+        "plain": lambda: plain_epoch(build_network(cfg), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr, batches),
+        "project": lambda: trainer_epoch(cfg, data, batches),
     }
     runs = {name: [] for name in paths}
     for i in range(repeats):  # back-to-back pairs, each path first in every other pair: drift and order hit both alike
@@ -95,7 +111,8 @@ def epoch_figures(data_dir: str, repeats: int) -> dict:
             runs[name].append(paths[name]())
     plain, project = runs["plain"], runs["project"]
     # the ratio is taken within each pair: this shared machine's speed drifts by ±20% over a minute
-    return {"images": len(data.train_labels), "batch_size": cfg.data.batch_size, "plain_loop_s": statistics.median(plain),
+    images = len(data.train_labels) if batches is None else min(len(data.train_labels), batches * cfg.data.batch_size)
+    return {"device": str(device), "model": cfg.model.net._target_, "images": images, "batch_size": cfg.data.batch_size, "plain_loop_s": statistics.median(plain),
             "trainer_s": statistics.median(project), "ratio": statistics.median(t / p for t, p in zip(project, plain)),
             "ratio_of_medians": statistics.median(project) / statistics.median(plain), "plain_loop_runs_s": plain, "trainer_runs_s": project}
 
@@ -110,18 +127,19 @@ def ties_figure(repeats: int) -> dict:
     return {"vectors": 10, "parameters": 1_000_000, "keep_fraction": 0.2, "median_s": statistics.median(runs), "runs_s": runs}
 
 
-def head_to_head(data_dir: str, repeats: int) -> dict:
+def head_to_head(data_dir: str, repeats: int, device: torch.device) -> dict:
     cold, warm = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             for times in (cold, warm):  # the same cache: first empty, then full
                 command = [sys.executable, str(ROOT / "train.py"), "-m", f"experiment={HEAD_TO_HEAD}", "data=fashion_mnist",
-                           f"data.data_dir={data_dir}", "logger=none", f"cache.dir={tmp}/cache", f"paths.log_dir={tmp}/logs"]
+                           f"data.data_dir={data_dir}", "logger=none", f"cache.dir={tmp}/cache", f"paths.log_dir={tmp}/logs",
+                           f"trainer.accelerator={ACCELERATOR[device.type]}"]
                 start = time.perf_counter()
                 subprocess.run(command, check=True, capture_output=True, cwd=tmp)
                 times.append(time.perf_counter() - start)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child: one multirun process
-    return {"experiments": HEAD_TO_HEAD.split(","), "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+    return {"device": str(device), "experiments": HEAD_TO_HEAD.split(","), "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
             "cold_runs_s": cold, "warm_runs_s": warm, "peak_rss_gb": peak_kb / 2**20}
 
 
@@ -193,15 +211,21 @@ def main() -> None:
     parser.add_argument("--continual-repeats", type=int, default=5)
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", default=str(ROOT / "logs" / "bench" / "bench.json"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=list(ACCELERATOR),
+                        help="where the epochs, the head-to-head and the ResNet-18 epoch run, the data resident there")
+    parser.add_argument("--resnet-batches", type=int, default=None, help="batches of the ResNet-18 epoch (default: 4 on a CPU, all on a GPU)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    resnet_batches = args.resnet_batches or (4 if device.type == "cpu" else None)  # a whole epoch takes ~10 min on 2 CPU cores
 
-    result = {"machine": machine(), "targets": TARGETS}
-    result["epoch"] = epoch_figures(args.data_dir, args.repeats)
+    result = {"machine": machine(), "targets": TARGETS, "device": str(device)}
+    result["epoch"] = epoch_figures(args.data_dir, args.repeats, device)
     result["ties"] = ties_figure(args.repeats)
-    result["head_to_head"] = head_to_head(args.data_dir, args.h2h_repeats)
+    result["head_to_head"] = head_to_head(args.data_dir, args.h2h_repeats, device)
     result["merge_step"] = merge_steps(args.data_dir)
     result["continual"] = continual_figures(args.data_dir, args.continual_repeats)
-    result["gpu_epoch"] = None if not torch.cuda.is_available() else "not measured: the data path keeps images on the CPU"
+    # last: it grows this process to ~2.3 GB, which a child forked afterwards would count in its own peak memory
+    result["resnet18_epoch"] = epoch_figures(args.data_dir, 3, device, ("model=resnet18",), resnet_batches)
     result["meets"] = {
         "epoch_ratio": result["epoch"]["ratio"] <= TARGETS["epoch_ratio"],
         "head_to_head_cold_s": result["head_to_head"]["cold_s"] <= TARGETS["head_to_head_cold_s"],

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 Predictions = dict[str, torch.Tensor]  # split ("val", "test") -> predicted class per image
 
 
+def run_device(cfg: DictConfig) -> torch.device:
+    """Where the run's data lives and its models are evaluated: the GPU the Trainer trains on (trainer.accelerator auto,
+    gpu or cuda with one visible; the gpu_pool launcher makes its claimed GPU the only visible one), else the CPU."""
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
 def stage_seed(seed: int, stage: str) -> int:
     """A seed per (run seed, stage): a stage trains the same whether or not earlier stages came from the cache."""
     return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
@@ -136,12 +143,14 @@ class Experiment:
         self.num_classes = data.spec.classes
         self.allowed = allowed_classes(self.tasks, self.head, self.num_classes)
         self._finetuned: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
+        self.device = run_device(cfg)
+        data.to(self.device)  # once for the run: training batches, evaluations and λ searches read the images there
         # wall times in seconds, kept out of metrics.json (which must be identical across same-seed runs)
         self.timings: dict[str, float] = {}
         val = self.split.val
         self.eval_sets = {
-            "val": (data.train_images[val], data.train_labels[val]),
-            "test": (data.test_images, data.test_labels),
+            "val": (data.train_images[val.to(self.device)], data.train_labels[val.to(self.device)].cpu()),
+            "test": (data.test_images, data.test_labels.cpu()),
         }
 
     # ---- networks ----
@@ -257,7 +266,7 @@ class Experiment:
 
     def task_val_images(self) -> list[torch.Tensor]:
         """Each task's held-out validation images (alignment's KL and AdaMerging read them; never their labels)."""
-        return [self.data.train_images[self.split.task_val(i)] for i in range(len(self.tasks))]
+        return [self.data.train_images[self.split.task_val(i).to(self.device)].cpu() for i in range(len(self.tasks))]
 
     def task_masks(self) -> list[torch.Tensor]:
         """Per task, the classes its images are scored over (every class of a task shares its row: known from the
@@ -269,10 +278,12 @@ class Experiment:
         alignment and merge statistics see of a task — images, never labels."""
         pool = self.split.train_of(task)
         generator = torch.Generator().manual_seed(stage_seed(self.cfg.seed, f"{purpose}/" + "_".join(map(str, task))))
-        return self.data.train_images[pool[torch.randperm(len(pool), generator=generator)[:count]]]
+        # on the CPU, where merge statistics and alignment compute
+        return self.data.train_images[pool[torch.randperm(len(pool), generator=generator)[:count]].to(self.device)].cpu()
 
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:
+        net.to(self.device)
         batch = self.cfg.data.eval_batch_size
         return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
 
@@ -312,7 +323,7 @@ class Experiment:
         """The model θ = `state` a merge made. Under merge.batchnorm=recompute its BatchNorm running statistics are
         re-estimated on unlabeled task images (batchnorm_images), unless its parameters are θ0's (λ = 0 is θ0
         exactly) or it is linearized (a tangent model normalises with θ0's statistics by construction)."""
-        model = self.model(state)
+        model = self.model(state).to(self.device)
         moved = any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters() if name in state)
         if self.cfg.merge.batchnorm == "recompute" and has_batchnorm(model) and moved and not isinstance(model, LinearizedNet):
             recompute_batchnorm(model, self.batchnorm_images, self.cfg.data.eval_batch_size)
@@ -324,7 +335,7 @@ class Experiment:
         models = [self.merged_model(direction.apply_to(theta0, lam), theta0) for lam in lambdas]
         if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
-        base, batch = self.model(theta0), self.cfg.data.eval_batch_size
+        base, batch = self.model(theta0).to(self.device), self.cfg.data.eval_batch_size
         along = {split: predict_along(base, models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
         return [{split: preds[i] for split, preds in along.items()} for i in range(len(lambdas))]
 

@@ -12,7 +12,7 @@ Decisions, compared with Avalanche's `LwFPlugin(alpha=1, temperature=2)` / `Lear
   from scratch: nothing to preserve) or a model of the pretrain split whose classes the method is not told, so
   stage 0 is plain fine-tuning.
 - Only the logits of the classes seen in the stages so far (the labels end_stage received) are distilled, as
-  Avalanche's "previously active units": on a shared 10-way head, the teacher's near-zero probabilities for classes
+  Avalanche's "previously active units": on a shared head over every class, the teacher's near-zero probabilities for classes
   it never learned would otherwise pull the student away from the new classes.
 - The KL is multiplied by T² (Hinton et al.'s scaling, so the gradient's size does not depend on T); Avalanche does
   not, so alpha here is Avalanche's alpha / T².

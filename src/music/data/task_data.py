@@ -107,10 +107,18 @@ class TaskData:
             num_classes=self.spec.classes,
         )
 
+    def to(self, device: torch.device | str) -> "TaskData":
+        """The images and labels moved to `device` once, for the whole run: every batch is then gathered there (on a
+        GPU, training and evaluation never copy images from the host)."""
+        self.train_images, self.train_labels, self.test_images, self.test_labels = (
+            t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels))
+        return self
+
     def loader(self, indices: torch.Tensor, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        """Batches of training images at `indices` (shuffled with a seeded generator when training)."""
+        """Batches of training images at `indices` (shuffled with a seeded generator when training), gathered on the
+        images' device."""
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        dataset = IndexedTensors(self.train_images, self.train_labels, indices)
+        dataset = IndexedTensors(self.train_images, self.train_labels, indices.to(self.train_images.device))
         return DataLoader(dataset, batch_size=None, sampler=BatchPositions(len(indices), batch_size, shuffle, seed))
 
     def train_dataloader(self) -> DataLoader:
@@ -120,5 +128,5 @@ class TaskData:
         return self.loader(self.split.pretrain_val)
 
     def test_dataloader(self) -> DataLoader:
-        dataset = IndexedTensors(self.test_images, self.test_labels, torch.arange(len(self.test_labels)))
+        dataset = IndexedTensors(self.test_images, self.test_labels, torch.arange(len(self.test_labels), device=self.test_images.device))
         return DataLoader(dataset, batch_size=None, sampler=BatchPositions(len(dataset), self.eval_batch_size, False))

@@ -64,7 +64,7 @@ def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 4096, allowe
     was_training = net.training
     net.eval()
     masks = allowed.split(batch_size) if allowed is not None else itertools.repeat(None)
-    preds = torch.cat([restrict(net(chunk.to(device)), m).argmax(dim=1).cpu() for chunk, m in zip(images.split(batch_size), masks)])
+    preds = torch.cat([restrict(net(chunk.to(device)), None if m is None else m.to(device)).argmax(dim=1).cpu() for chunk, m in zip(images.split(batch_size), masks)])
     net.train(was_training)
     return preds
 
@@ -96,7 +96,7 @@ def predict_along(
     """What `predict` gives for each of `nets`, the networks θ0 + λ·τ at `lambdas` (`base`: the network at θ0, with a
     dense_stem; τ = `delta`, keyed like their state dicts), sharing the work of the dense first layer: its output is
     affine in λ, h(λ) = (x·W0ᵀ + b0) + λ·(x·ΔWᵀ + Δb), so two matrix products serve the whole path instead of one
-    per λ. On 28×28 images that layer is most of an MLP's compute. Equal to per-network predictions up to float
+    per λ. On MNIST-sized images that layer is most of an MLP's compute. Equal to per-network predictions up to float
     rounding. All networks are left in eval mode."""
     position = dense_stem(base)
     stem = base.eval().features[position]
@@ -112,7 +112,7 @@ def predict_along(
     preds = []
     for net, lam in zip(nets, lambdas):
         rest = net.eval().features[position + 1 :]
-        preds.append(torch.cat([restrict(net.head(rest(h + lam * dh)), m).argmax(dim=1).cpu() for (h, dh), m in zip(stems, masks)]))
+        preds.append(torch.cat([restrict(net.head(rest(h + lam * dh)), None if m is None else m.to(device)).argmax(dim=1).cpu() for (h, dh), m in zip(stems, masks)]))
     return preds
 
 

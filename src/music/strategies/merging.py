@@ -132,7 +132,7 @@ def merge(exp: Experiment) -> dict:
         report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(inputs.tau, picked["keep_fraction"]))
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
-        aligned, figures = align(exp, exp.merged_model(direction.apply_to(theta0, point["lambda"]), theta0))
+        aligned, figures = align(exp, exp.merged_model(direction.apply_to(theta0, point["lambda"]), theta0).cpu())  # alignment computes on the CPU
         exp.timings["align"] = time.perf_counter() - start
         before = {f"{split}/acc_before_align": metrics[f"{split}/acc"] for split in ("val", "test")}
         metrics = exp.evaluate(aligned) | before | figures
