@@ -39,7 +39,7 @@ report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=<swee
 	@test -n "$(SWEEP)" || { echo "error: no sweep under logs/train/multiruns: make report SWEEP=<sweep folder>" >&2; exit 2; }
 	$(PY) -m music.report $(SWEEP)
 
-bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~3 min)
+bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~5 min)
 	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
 
 clean:  ## remove run outputs, the artifact cache and Python caches (keeps downloaded data)
