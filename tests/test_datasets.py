@@ -2,6 +2,7 @@
 write), torchvision's download path, and the ResNet-18 / ViT networks end to end on them."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from music.run import run
 from conftest import FAST, make_cfg, write_cifar_files, write_svhn_files
 
 
-@pytest.mark.parametrize(("name", "classes", "write"), [("cifar10", 10, lambda p: write_cifar_files(p)), ("cifar100", 100, lambda p: write_cifar_files(p, 100, 3, 1)),
+@pytest.mark.parametrize(("name", "classes", "write"), [("cifar10", 10, write_cifar_files), ("cifar100", 100, partial(write_cifar_files, classes=100, per_class_test=1)),
                                                           ("svhn", 10, write_svhn_files)])
 def test_colour_datasets_read_from_their_real_formats(tmp_path, name, classes, write):
     write(tmp_path)

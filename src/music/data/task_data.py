@@ -71,7 +71,7 @@ class TaskData:
         name: str = "mnist",
         data_dir: str = "data",
         download: bool = True,
-        tasks: list[list[int]] = ([0], [1]),
+        tasks: list[list[int]] | None = None,
         seed: int = 0,
         pretrain: dict | None = None,
         val_fraction: float = 0.1,
@@ -81,9 +81,9 @@ class TaskData:
         super().__init__()  # cooperative: LightningDataModule.__init__ when this is a MusicDataModule
         pretrain = pretrain or {}
         self.name, self.data_dir, self.download = name, data_dir, download
-        self.tasks = [list(t) for t in tasks]
-        self.seed, self.val_fraction = seed, val_fraction
         self.spec = dataset_spec(name)
+        self.tasks = [list(t) for t in tasks] if tasks is not None else [[c] for c in range(self.spec.classes)]  # None: one per class
+        self.seed, self.val_fraction = seed, val_fraction
         self.pretrain_classes = list(pretrain.get("classes") or range(self.spec.classes))  # null: every class
         self.pretrain_fraction = pretrain.get("fraction", 0.5)
         self.pretrain_num_samples = pretrain.get("num_samples")
