@@ -7,13 +7,11 @@ import hydra
 from omegaconf import DictConfig
 
 from music.errors import one_line_errors
-from music.launching import register_resolvers
 
 # Lightning triggers torch's LeafSpec deprecation warning on every fit, and torch's forward-mode AD (the tangent
 # experiments' jvp) its torch.jit.script one when it loads its decompositions; neither is ours to fix.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
-register_resolvers()  # before Hydra composes: the gpu_pool launcher sizes itself with one
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")

@@ -112,6 +112,7 @@ def make_cfg(tmp_path: Path, data_dir: Path, *overrides: str, cache_dir: Path | 
                 f"paths.log_dir={tmp_path / 'logs'}",
                 f"cache.dir={cache_dir or tmp_path / 'cache'}",
                 "logger=none",
+                "trainer=cpu",  # tests never depend on a GPU, even where one is visible
                 *overrides,
             ],
         )

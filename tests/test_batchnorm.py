@@ -53,6 +53,10 @@ def test_every_merge_method_runs_on_a_batchnorm_cnn(tmp_path, fashion_dir, bn_ca
     assert 0.2 < metrics["test/acc"] <= 1 and metrics["theta0/test/acc"] > 0.5  # θ0 learnt Fashion-MNIST; the merge is a classifier
     zero = [p for p in metrics["lambda_curve"] if p["lambda"] == 0]
     assert zero and all(p["val/acc"] == metrics["theta0/val/acc"] for p in zero)  # λ = 0 is θ0, BatchNorm statistics included
+    # re-estimating the statistics reads unlabeled task images: no merge of a BatchNorm net is data-free (a tangent
+    # model keeps θ0's statistics)
+    method = METHODS.get(experiment, METHODS["task_arithmetic"])
+    assert metrics["merge/data"] == ("none" if experiment == "tangent" else "unlabeled" if method.data == "none" else method.data)
 
 
 @pytest.mark.parametrize("mode", ["recompute", "merge"])
@@ -73,6 +77,9 @@ def test_lambda_zero_is_theta0_exactly_and_the_statistics_follow_the_mode(tmp_pa
     if mode == "merge":  # merged like parameters: θ0's statistics plus λ·Σ τ
         assert mean in vectors[0].deltas
         torch.testing.assert_close(merged[mean], theta0[mean] + 0.5 * direction.deltas[mean])
+        var = "features.1.running_var"  # a merge that drives a variance below 0 leaves it at 0, not NaN predictions
+        shrink = TaskVector({k: -2 * theta0[k] if k == var else torch.zeros_like(theta0[k]) for k in vectors[0].deltas})
+        assert torch.equal(exp.merged_model(shrink.apply_to(theta0, 1.0), theta0).state_dict()[var], torch.zeros_like(theta0[var]))
     else:  # re-estimated on the tasks' unlabeled images, all in one batch here: their batch statistics
         assert mean not in vectors[0].deltas
         net = exp.load_net(direction.apply_to(theta0, 0.5))

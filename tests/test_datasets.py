@@ -89,6 +89,17 @@ def test_tasks_are_checked_against_the_datasets_classes(tmp_path):
     validate(make_cfg(tmp_path, tmp_path, "data=cifar100", "tasks=[[10],[99]]"), STRATEGIES)
 
 
+def test_default_tasks_are_one_per_class_of_the_dataset_and_a_bad_network_setting_is_named(tmp_path):
+    from music.config import validate
+    from music.errors import ConfigError
+    from music.strategies import STRATEGIES
+
+    assert make_cfg(tmp_path, tmp_path, "data=cifar100").tasks == [[c] for c in range(100)]
+    assert make_cfg(tmp_path, tmp_path, "data=svhn").tasks == [[c] for c in range(10)]
+    with pytest.raises(ConfigError, match=r"^model.net.heads=3 is not allowed: music.models.ViT refuses it: .*divisible"):
+        validate(make_cfg(tmp_path, tmp_path, "data=cifar10", "model=vit_small", "model.net.dim=16", "model.net.heads=3"), STRATEGIES)
+
+
 SMALL = {"resnet18": ["model=resnet18", "model.net.width=4"], "vit_small": ["model=vit_small", "model.net.dim=16", "model.net.mlp_dim=32", "model.net.layers=1",
                                                                             "model.net.heads=2", "model.net.patch=8"]}
 

@@ -135,25 +135,25 @@ def _importable(path) -> bool:
         return False
 
 
-def _builds(node: dict, call) -> bool:
+def _builds(node: dict, build) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
-            call(instantiate(OmegaConf.create(node)))
+            build(OmegaConf.create(node))
         return True
     except Exception:
         return False
 
 
-def _culprit(node: DictConfig, call) -> str | None:
+def _culprit(node: DictConfig, build) -> str | None:
     """The key of `node` (a Hydra-instantiable config) its target refuses: the one whose removal lets it build, else
     the only one it refuses on its own; None when no single key explains it."""
     plain = OmegaConf.to_container(node, resolve=True)
     keys = [k for k in plain if not k.startswith("_")]
-    without = [k for k in keys if _builds({j: v for j, v in plain.items() if j != k}, call)]
+    without = [k for k in keys if _builds({j: v for j, v in plain.items() if j != k}, build)]
     if len(without) == 1:
         return without[0]
-    alone = [k for k in keys if not _builds({j: v for j, v in plain.items() if j.startswith("_") or j == k}, call)]
+    alone = [k for k in keys if not _builds({j: v for j, v in plain.items() if j.startswith("_") or j == k}, build)]
     return alone[0] if len(alone) == 1 else None
 
 
@@ -162,14 +162,24 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
     own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
     if not _importable(node.get("_target_")):
         raise ConfigError(f"{setting}._target_", node.get("_target_"), "an importable class or function, e.g. torch.optim.SGD")
+    def build(config):
+        return call(instantiate(config, **kwargs))
+
     try:
-        return call(instantiate(node, **kwargs))
+        return build(node)
     except Exception as error:
         cause = error.__cause__ or error
         said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-        key = _culprit(node, call)
+        key = _culprit(node, build)
         where, value = (f"{setting}.{key}", _value(node[key])) if key else (setting, OmegaConf.to_container(node))
         raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
+
+
+def build_network(cfg: DictConfig) -> torch.nn.Module:
+    """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
+    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
+    spec = DATASETS[cfg.data.name]
+    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
 
 
 def _probe_parameters() -> list[torch.Tensor]:
@@ -220,6 +230,7 @@ def validate(cfg: DictConfig, strategies) -> None:
         if cfg.strategy == "negation":
             raise ConfigError("model.head", head, "shared with experiment=negation (forgetting a class is judged over all classes)")
     _check_align(cfg)
+    build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …) first
     if cfg.data.pretrain.classes is not None:  # null: every class of the dataset
         _check_classes("data.pretrain.classes", cfg.data.pretrain.classes, classes, cfg.data.name)
     fraction, num_samples = cfg.data.pretrain.fraction, cfg.data.pretrain.num_samples

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.cache import ArtifactCache
-from music.config import instantiate_checked
+from music.config import build_network, instantiate_checked
 from music.data import TaskData, dataset_spec
 from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
@@ -80,13 +80,6 @@ def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def build_network(cfg: DictConfig) -> nn.Module:
-    """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
-    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
-    spec = dataset_spec(cfg.data.name)
-    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
-
-
 def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -103,11 +96,12 @@ TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "ac
 def data_material(cfg: DictConfig, fingerprint: str) -> dict:
     """What every trained artifact depends on: the dataset (its name and a fingerprint of its contents), the
     split, the batches, the trainer settings that change results, and the seed."""
+    spec = dataset_spec(cfg.data.name)
     return {
         "split_version": SPLIT_VERSION,
         "dataset": cfg.data.name,
         "fingerprint": fingerprint,
-        "normalization": [list(dataset_spec(cfg.data.name).mean), list(dataset_spec(cfg.data.name).std)],
+        "normalization": [list(spec.mean), list(spec.std)],
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
         "pretrain_split": _plain(cfg.data.pretrain),
@@ -314,25 +308,40 @@ class Experiment:
         return keys
 
     @cached_property
-    def batchnorm_images(self) -> torch.Tensor:
-        """The unlabeled images a merged model's BatchNorm statistics are re-estimated on: merge.num_samples training
-        images of each task."""
-        return torch.cat([self.unlabeled_images(task, self.cfg.merge.num_samples, "batchnorm") for task in self.tasks])
+    def recomputes_batchnorm(self) -> bool:
+        """Whether merged models get their BatchNorm statistics re-estimated (merge.batchnorm=recompute, a network with
+        BatchNorm, not linearized): the merge then reads unlabeled task images."""
+        linearized = self.cfg.finetune.get("linearized", False)
+        return self.cfg.merge.batchnorm == "recompute" and has_batchnorm(self.new_net()) and not linearized
 
-    def merged_model(self, state: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor]) -> nn.Module:
+    def batchnorm_images_of(self, tasks: list[list[int]]) -> torch.Tensor:
+        """The unlabeled images a merged model's BatchNorm statistics are re-estimated on: merge.num_samples training
+        images of each of `tasks`, on the run's device."""
+        return torch.cat([self.unlabeled_images(task, self.cfg.merge.num_samples, "batchnorm") for task in tasks]).to(self.device)
+
+    @cached_property
+    def batchnorm_images(self) -> torch.Tensor:
+        return self.batchnorm_images_of(self.tasks)
+
+    def merged_model(self, state: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor], images: torch.Tensor | None = None) -> nn.Module:
         """The model θ = `state` a merge made. Under merge.batchnorm=recompute its BatchNorm running statistics are
-        re-estimated on unlabeled task images (batchnorm_images), unless its parameters are θ0's (λ = 0 is θ0
-        exactly) or it is linearized (a tangent model normalises with θ0's statistics by construction)."""
+        re-estimated on unlabeled task images (`images`, default every task's: batchnorm_images), unless its parameters
+        are θ0's (λ = 0 is θ0 exactly); a tangent model normalises with θ0's statistics by construction. Under
+        merge.batchnorm=merge a running variance the merge drove below 0 is clamped to 0."""
         model = self.model(state).to(self.device)
         moved = any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters() if name in state)
-        if self.cfg.merge.batchnorm == "recompute" and has_batchnorm(model) and moved and not isinstance(model, LinearizedNet):
-            recompute_batchnorm(model, self.batchnorm_images, self.cfg.data.eval_batch_size)
+        if self.recomputes_batchnorm and moved:
+            recompute_batchnorm(model, self.batchnorm_images if images is None else images, self.cfg.data.eval_batch_size)
+        elif self.cfg.merge.batchnorm == "merge":
+            for module in model.modules():
+                if isinstance(getattr(module, "running_var", None), torch.Tensor):
+                    module.running_var.clamp_(min=0)
         return model
 
-    def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float]) -> list[Predictions]:
+    def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float], batchnorm_images: torch.Tensor | None = None) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""
-        models = [self.merged_model(direction.apply_to(theta0, lam), theta0) for lam in lambdas]
+        models = [self.merged_model(direction.apply_to(theta0, lam), theta0, batchnorm_images) for lam in lambdas]
         if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
         base, batch = self.model(theta0).to(self.device), self.cfg.data.eval_batch_size

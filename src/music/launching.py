@@ -48,7 +48,9 @@ def run_group(fallback: str) -> str:
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("music.pool_size", pool_size), ("music.run_group", run_group)):
+    from music.data.sources import one_task_per_class
+
+    for name, resolver in (("music.pool_size", pool_size), ("music.run_group", run_group), ("music.one_task_per_class", one_task_per_class)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

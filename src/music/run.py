@@ -13,12 +13,11 @@ from music.config import validate, validate_with_data
 from music.data import TaskData
 from music.errors import MusicError, traceback_wanted
 from music.experiment import Experiment
-from music.launching import claim_device, register_resolvers
+from music.launching import claim_device
 from music.strategies import STRATEGIES
 from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, summary_lines, write_metrics
 
 log = logging.getLogger(__name__)
-register_resolvers()  # also when run() is called without train.py (tests, notebooks)
 
 
 def own_overrides() -> list[str]:

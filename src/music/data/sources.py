@@ -74,11 +74,11 @@ def read_cifar_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
 
 def read_svhn_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
     """SVHN's cropped digits as MATLAB files (X: 32×32×3×N, y: N×1 with 10 meaning the digit 0), or None if missing."""
-    from scipy.io import loadmat  # only SVHN needs it
-
     paths = {split: folder / names[0] for split, names in spec.files.items()}
     if not all(p.is_file() for p in paths.values()):
         return None
+    from scipy.io import loadmat  # only SVHN needs it
+
     out = {}
     for split, path in paths.items():
         try:
@@ -122,6 +122,14 @@ DATASETS: dict[str, DatasetSpec] = {
     "svhn": DatasetSpec("SVHN", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), read_svhn_folder,
                         {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, "MATLAB files", ".", ({"split": "train"}, {"split": "test"})),
 }
+
+
+def one_task_per_class(name: str) -> list[list[int]]:
+    """Resolver for train.yaml's default `tasks`: one task per class of the dataset (an unknown name: none, and
+    validation names the dataset setting)."""
+    from omegaconf import OmegaConf  # a ListConfig, which OmegaConf.resolve (`--cfg job --resolve`) can put in place
+
+    return OmegaConf.create([[c] for c in range(DATASETS[name].classes)] if name in DATASETS else [])
 
 
 def dataset_spec(name: str) -> DatasetSpec:

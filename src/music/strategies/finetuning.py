@@ -37,12 +37,12 @@ def sequential_states(exp: Experiment, method: ContinualMethod | None) -> list[d
     for i in range(len(exp.tasks)):
         prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]} | continual
         if method:
-            method.begin_stage(i, exp.model(state))
+            method.begin_stage(i, exp.model(state).to(exp.device))
         state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}", continual=method)
         if method:
             seen = exp.split.task_train(i)
             generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, f"continual/stage_{i}"))
-            method.end_stage(i, exp.model(state), exp.data.train_images[seen], exp.data.train_labels[seen], generator)
+            method.end_stage(i, exp.model(state).to(exp.device), exp.data.train_images[seen], exp.data.train_labels[seen], generator)
         states.append(state)
     return states
 

@@ -106,7 +106,7 @@ def merge(exp: Experiment) -> dict:
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = method.merge(inputs, knobs)
         if method.task_id:  # one direction per task: routed by the task id
-            along = [exp.predictions_along(theta0, d, lambdas) for d in direction]
+            along = [exp.predictions_along(theta0, d, lambdas, exp.batchnorm_images_of([task])) for d, task in zip(direction, exp.tasks)]
             path = [exp.routed(default, [preds[i] for preds in along]) for i in range(len(lambdas))]
         else:
             path = exp.predictions_along(theta0, direction, lambdas)
@@ -140,7 +140,8 @@ def merge(exp: Experiment) -> dict:
                  before["test/acc_before_align"], metrics["test/acc"], figures["align/kl_before"], figures["align/kl_after"])
     return metrics | picked | report | {
         "merge_method": cfg.method,
-        "merge/data": method.data,
+        # re-estimating BatchNorm statistics reads unlabeled task images: a data-free method is no longer data-free
+        "merge/data": "unlabeled" if method.data == "none" and exp.recomputes_batchnorm else method.data,
         "merge/task_id": method.task_id,
         "lambda": point["lambda"],
         "merge/collapsed_to_theta0": collapsed,
