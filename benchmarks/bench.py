@@ -68,6 +68,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def bench_config(data_dir: str, device: torch.device, *overrides: str):
+    """The root config on Fashion-MNIST for a measurement in this process, training on `device`."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench",
+                                           f"trainer.accelerator={ACCELERATOR[device.type]}", *overrides])
+
+
+def alternating(paths: dict, rounds: int, warmup: int = 0) -> dict[str, list[float]]:
+    """Each path's seconds over `rounds` rounds that run every path once, the order reversed every other round (drift
+    and order hit all paths alike; ratios are then taken within a round), after `warmup` rounds not counted."""
+    runs = {name: [] for name in paths}
+    for i in range(warmup + rounds):
+        for name in list(paths)[:: 1 if i % 2 == 0 else -1]:
+            seconds = paths[name]()
+            if i >= warmup:
+                runs[name].append(seconds)
+    return runs
+
+
 def plain_epoch(net, images, labels, batch_size, lr, batches: int | None = None) -> float:
     """One epoch (or its first `batches` batches) of a plain loop, on the device the images are on."""
     net = net.to(images.device)
@@ -98,18 +117,13 @@ def trainer_epoch(cfg, data, batches: int | None = None) -> float:
 def epoch_figures(data_dir: str, repeats: int, device: torch.device, model: tuple[str, ...] = (), batches: int | None = None) -> dict:
     """Median epoch seconds of both paths, the data resident on `device`, and the median of their paired ratios (the
     baseline is measured here, not a constant); `model` overrides the network, `batches` limits the epoch."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench",
-                                          f"trainer.accelerator={ACCELERATOR[device.type]}", *model])
+    cfg = bench_config(data_dir, device, *model)
     data = load_data(cfg).to(device)
     paths = {
         "plain": lambda: plain_epoch(build_network(cfg), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr, batches),
         "project": lambda: trainer_epoch(cfg, data, batches),
     }
-    runs = {name: [] for name in paths}
-    for i in range(repeats):  # back-to-back pairs, each path first in every other pair: drift and order hit both alike
-        for name in list(paths)[:: 1 if i % 2 == 0 else -1]:
-            runs[name].append(paths[name]())
+    runs = alternating(paths, repeats)  # back-to-back pairs, each path first in every other pair
     plain, project = runs["plain"], runs["project"]
     # the ratio is taken within each pair: this shared machine's speed drifts by ±20% over a minute
     images = len(data.train_labels) if batches is None else min(len(data.train_labels), batches * cfg.data.batch_size)
@@ -167,12 +181,7 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
     sweep=class_incremental, nothing cached, and of a plain loop doing sequential's work; measured in this process in
     rounds after one warm-up round, each round running every path once in an order that alternates (the ratios: the
     median of the rounds' ratios, as the epoch figure's)."""
-    configs = {}
-    for name in CONTINUAL:
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            configs[name] = compose("train", overrides=["sweep=class_incremental", f"experiment={name}", "data=fashion_mnist", f"data.data_dir={data_dir}",
-                                                        "logger=none", "cache.enabled=false", "paths.output_dir=/tmp/music-bench",
-                                                        f"trainer.accelerator={ACCELERATOR[device.type]}"])
+    configs = {name: bench_config(data_dir, device, "sweep=class_incremental", f"experiment={name}", "cache.enabled=false") for name in CONTINUAL}
     cfg = configs["sequential"]
     data = load_data(cfg).to(device)
 
@@ -190,15 +199,11 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
             plain_epoch(net, data.train_images[rows], data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr)
             with torch.no_grad():
                 net(val).argmax(dim=1)
+        synchronize(device)
         return time.perf_counter() - start
 
     paths = {"plain": plain} | {name: (lambda name=name: project(name)) for name in CONTINUAL}
-    runs = {name: [] for name in paths}
-    for i in range(repeats + 1):
-        for name in list(paths)[:: 1 if i % 2 == 0 else -1]:
-            seconds = paths[name]()
-            if i > 0:  # round 0 warms up
-                runs[name].append(seconds)
+    runs = alternating(paths, repeats, warmup=1)
     seq = runs["sequential"]
     return {"seconds": {k: statistics.median(v) for k, v in runs.items() if k != "plain"}, "plain_loop_s": statistics.median(runs["plain"]),
             "sequential_vs_plain": statistics.median(s / p for s, p in zip(seq, runs["plain"])),

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from music.data.sources import DATASETS
+from music.data.sources import dataset_spec
 from music.data.split import Split
 from music.errors import ConfigError
 from music.evaluation import HEADS
@@ -178,7 +178,7 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
 def build_network(cfg: DictConfig) -> torch.nn.Module:
     """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
     (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
-    spec = DATASETS[cfg.data.name]
+    spec = dataset_spec(cfg.data.name)
     return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
 
 
@@ -206,9 +206,7 @@ def validate(cfg: DictConfig, strategies) -> None:
     for key in ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time"):
         if cfg.trainer.get(key) not in (None, -1):
             raise ConfigError(f"trainer.{key}", _value(cfg.trainer[key]), "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
-    classes = DATASETS[cfg.data.name].classes
+    classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
     tasks = cfg.tasks
     if not isinstance(tasks, (list, ListConfig)) or not tasks:
         raise ConfigError("tasks", _value(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")

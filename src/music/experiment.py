@@ -20,7 +20,7 @@ from music.data.split import SPLIT_VERSION
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.merging import TaskVector
 from music.models import LinearizedNet, plain_state
-from music.models.networks import has_batchnorm, recompute_batchnorm
+from music.models.networks import batchnorm_layers, recompute_batchnorm
 from music.models.checkpoint import load_weights
 from music.tracking import CONSOLE
 
@@ -312,7 +312,7 @@ class Experiment:
         """Whether merged models get their BatchNorm statistics re-estimated (merge.batchnorm=recompute, a network with
         BatchNorm, not linearized): the merge then reads unlabeled task images."""
         linearized = self.cfg.finetune.get("linearized", False)
-        return self.cfg.merge.batchnorm == "recompute" and has_batchnorm(self.new_net()) and not linearized
+        return self.cfg.merge.batchnorm == "recompute" and bool(batchnorm_layers(self.new_net())) and not linearized
 
     def batchnorm_images_of(self, tasks: list[list[int]]) -> torch.Tensor:
         """The unlabeled images a merged model's BatchNorm statistics are re-estimated on: merge.num_samples training
@@ -329,13 +329,13 @@ class Experiment:
         are θ0's (λ = 0 is θ0 exactly); a tangent model normalises with θ0's statistics by construction. Under
         merge.batchnorm=merge a running variance the merge drove below 0 is clamped to 0."""
         model = self.model(state).to(self.device)
-        moved = any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters() if name in state)
-        if self.recomputes_batchnorm and moved:
-            recompute_batchnorm(model, self.batchnorm_images if images is None else images, self.cfg.data.eval_batch_size)
+        if self.recomputes_batchnorm:
+            if any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters()):
+                recompute_batchnorm(model, self.batchnorm_images if images is None else images, self.cfg.data.eval_batch_size)
         elif self.cfg.merge.batchnorm == "merge":
-            for module in model.modules():
-                if isinstance(getattr(module, "running_var", None), torch.Tensor):
-                    module.running_var.clamp_(min=0)
+            for layer in batchnorm_layers(model):
+                if layer.running_var is not None:  # None: a layer that tracks no statistics
+                    layer.running_var.clamp_(min=0)
         return model
 
     def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float], batchnorm_images: torch.Tensor | None = None) -> list[Predictions]:

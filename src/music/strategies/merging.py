@@ -102,11 +102,13 @@ def merge(exp: Experiment) -> dict:
     lambdas = [float(lam) for lam in cfg.lambdas]
     curve, best = [], None
     default = exp.predictions(exp.model(theta0)) if method.task_id else None  # images of no task: θ0's predictions
+    # a task-id method's model for task t re-estimates its BatchNorm statistics on task t's images (drawn once)
+    routed_images = [exp.batchnorm_images_of([task]) if exp.recomputes_batchnorm else None for task in exp.tasks] if method.task_id else None
     for values in itertools.product(*(cfg[name] for name in names)):
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = method.merge(inputs, knobs)
         if method.task_id:  # one direction per task: routed by the task id
-            along = [exp.predictions_along(theta0, d, lambdas, exp.batchnorm_images_of([task])) for d, task in zip(direction, exp.tasks)]
+            along = [exp.predictions_along(theta0, d, lambdas, images) for d, images in zip(direction, routed_images)]
             path = [exp.routed(default, [preds[i] for preds in along]) for i in range(len(lambdas))]
         else:
             path = exp.predictions_along(theta0, direction, lambdas)
