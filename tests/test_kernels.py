@@ -170,3 +170,33 @@ def test_magmax_keeps_each_coordinates_largest_magnitude_with_its_sign():
     # columns: 4 (row 0) ; −3 (row 1) ; 2 (row 1) ; −0.2 (row 2)
     assert kernels.max_magnitude(TAU).tolist() == pytest.approx([4.0, -3.0, 2.0, -0.2])
     assert kernels.max_magnitude(TAU[:1]).tolist() == TAU[0].tolist()  # one task: itself
+
+
+def test_adamerging_clamps_in_the_forward_pass_as_its_authors_do():
+    """λ enters the merge as clamp(λ_raw, 0, 1) (EnnengYang/AdaMerging's `lambdas()`); Adam moves λ_raw. One task,
+    θ(λ) = λ, two images whose entropy bumps sit at λ = −0.5 and 1.5: the entropy is lowest at λ = 0.5 and its gradient
+    at λ = 1 points back inside. With lr = 1 the first step overshoots to λ_raw ≈ 1.3, where the clamp passes no
+    gradient: Adam's momentum keeps λ_raw above 1, so λ stays at the bound. Projecting λ back after each step instead
+    would let the next gradient pull it back inside."""
+    theta0, vectors = {"w": torch.zeros(1)}, [TaskVector({"w": torch.ones(1)})]
+    images = [torch.tensor([[-0.5], [1.5]])]
+
+    def logits(params, x, k):
+        margin = 8.0 * (params["w"] - x)  # N×1: the two classes' logit difference crosses 0 at λ = x
+        return torch.cat([margin, torch.zeros_like(margin)], dim=1)
+
+    generator = torch.Generator().manual_seed(0)
+    coefficients, _ = adamerging.adamerging(theta0, vectors, logits, images, False, generator, steps=4, lr=1.0, batch_size=2)
+    assert coefficients.tolist() == [1.0]
+
+    # the projected variant, by hand: after the same first step, the gradient at λ = 1 pulls λ back below the bound
+    raw = torch.full((1,), 0.3, requires_grad=True)
+    optimizer = torch.optim.Adam([raw], lr=1.0)
+    for _ in range(4):
+        loss = sum(adamerging.entropy(logits(adamerging.merged_parameters(theta0, vectors, raw), x, 0)) for x in images)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            raw.clamp_(0.0, 1.0)
+    assert float(raw) < 0.99

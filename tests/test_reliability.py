@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from music.cache import ArtifactCache
-from music.errors import DataError
+from music.errors import ConfigError
 from music.models import CNN
 from music.run import run
 
@@ -22,16 +22,30 @@ from conftest import FAST, ROOT, make_cfg
 PY = sys.executable
 
 
-def test_checkpoint_of_another_architecture_names_the_file(tmp_path, mnist_dir):
+def test_checkpoint_of_another_architecture_names_the_setting(tmp_path, mnist_dir):
     wrong = tmp_path / "cnn.safetensors"
     save_file(CNN(10, [1, 28, 28]).state_dict(), wrong)
-    with pytest.raises(DataError, match=r"cnn.safetensors: not a checkpoint of the configured MLP \(.*Missing key"):
+    with pytest.raises(ConfigError, match=r"pretrain.checkpoint='.*cnn.safetensors' is not allowed: .* not a checkpoint of the configured MLP \(.*Missing key"):
         run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", f"pretrain.checkpoint={wrong}"))
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(DataError, match="garbage.ckpt: cannot read checkpoint"):
+    with pytest.raises(ConfigError, match="pretrain.checkpoint='.*garbage.ckpt' is not allowed: .*: cannot read checkpoint"):
         run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", f"pretrain.checkpoint={garbage}"))
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", "θ0 was trained last week\n"), ("weights.ckpt", "")])
+def test_a_text_file_as_checkpoint_is_one_line_before_any_work(tmp_path, mnist_dir, name, content):
+    """torch's weights-only unpickler raised IndexError (with a traceback) on a text file."""
+    text = tmp_path / name
+    text.write_text(content)
+    result = subprocess.run([PY, str(ROOT / "train.py"), "experiment=merged", f"data.data_dir={mnist_dir}", f"pretrain.checkpoint={text}",
+                             "logger=none", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr[-2000:]
+    assert result.stderr.startswith(f"error: pretrain.checkpoint='{text}' is not allowed: ") and "cannot read checkpoint" in result.stderr
+    assert not (tmp_path / "logs" / "cache").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_a_given_checkpoint_is_theta0(tmp_path, mnist_dir):

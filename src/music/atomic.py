@@ -44,6 +44,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def unwritable(folder: str | Path) -> str | None:
+    """Why the folder `folder` could not be created or written to, or None when it can; creates nothing (a run that
+    stops on a bad setting leaves no trace)."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def stale_temporaries(path: Path) -> list[Path]:
     """Temporary files a killed writer of `path` left behind (only safe to remove while holding its lock)."""
     return list(path.parent.glob(f".{path.name}.*.tmp"))

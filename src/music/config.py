@@ -11,66 +11,38 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from music.data.sources import dataset_spec
 from music.data.split import Split
-from music.errors import ConfigError
+from music.errors import ConfigError, DataError
 from music.evaluation import HEADS
+from music.models.checkpoint import load_weights
+from music.settings import check, check_declared, check_grid, is_int, shown
 
 ALIGN_METHODS = ("none", "ft_classifier", "procrustes")
 ALIGN_SAMPLING = ("balanced", "random")
 BATCHNORM = ("recompute", "merge")  # merge.batchnorm
+OPTIMIZER_STATES = ("fresh", "carry")  # finetune.optimizer_state
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
-
-
-def _value(value):
-    """A setting's value as the user wrote it (nested lists, not ListConfig), for messages."""
-    return list(map(_value, value)) if isinstance(value, (list, ListConfig)) else value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_classes(setting: str, classes, num_classes: int, dataset: str) -> None:
     """A non-empty list of distinct class ids of the dataset (its declaration says how many it has)."""
     ids = f"class ids are integers in 0..{num_classes - 1} ({dataset} has {num_classes} classes)"
     if not isinstance(classes, (list, ListConfig)) or not classes:
-        raise ConfigError(setting, _value(classes), f"a non-empty list of classes ({ids})")
+        raise ConfigError(setting, shown(classes), f"a non-empty list of classes ({ids})")
     for c in classes:
-        if not _is_int(c) or not 0 <= c < num_classes:
-            raise ConfigError(setting, _value(classes), ids)
+        if not is_int(c) or not 0 <= c < num_classes:
+            raise ConfigError(setting, shown(classes), ids)
     if len(set(classes)) != len(classes):
-        raise ConfigError(setting, _value(classes), "each class at most once")
+        raise ConfigError(setting, shown(classes), "each class at most once")
 
 
 def _check_fraction(setting: str, value, *, closed_right: bool) -> None:
-    _check_number(setting, value, "(0, 1]" if closed_right else "(0, 1)")
+    check(setting, value, "(0, 1]" if closed_right else "(0, 1)")
 
 
 def _check_positive_int(setting: str, value) -> None:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(setting, value, "an integer ≥ 1")
-
-
-def _in_interval(value, interval: str) -> bool:
-    """Whether a number lies in an interval written like "(0, 1]" or "[0, 1)"."""
-    low, high = (float(x) for x in interval[1:-1].split(","))
-    return (low <= value if interval[0] == "[" else low < value) and (value <= high if interval[-1] == "]" else value < high)
-
-
-def _check_number(setting: str, value, interval: str, integer: bool = False) -> None:
-    number = _is_int(value) if integer else isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not _in_interval(value, interval):
-        raise ConfigError(setting, _value(value), f"{'an integer' if integer else 'a number'} in {interval}")
-
-
-def _check_grid(setting: str, values, interval: str) -> None:
-    """A non-empty list of numbers in `interval`, written like "(0, 1]" or "[0, 1)"."""
-    allowed = f"a non-empty list of numbers in {interval}"
-    if not isinstance(values, (list, ListConfig)) or not values:
-        raise ConfigError(setting, _value(values), allowed)
-    for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _in_interval(v, interval):
-            raise ConfigError(setting, _value(values), allowed)
 
 
 def _check_merge(cfg: DictConfig) -> None:
@@ -83,10 +55,9 @@ def _check_merge(cfg: DictConfig) -> None:
     if merge.method == "dare" and merge.get("base") not in DARE_BASES:
         raise ConfigError("merge.base", merge.get("base"), f"one of {', '.join(DARE_BASES)} (what DARE's dropped vectors are merged with)")
     for name in knob_names(merge.method, merge.get("base")):
-        _check_grid(f"merge.{name}", merge.get(name), knob_interval(merge.method, merge.get("base"), name))
-    for name, interval in method.options.items():
-        integer = interval.startswith("int ")
-        _check_number(f"merge.{name}", merge.get(name), interval.removeprefix("int "), integer)
+        check_grid(f"merge.{name}", merge.get(name), knob_interval(merge.method, merge.get("base"), name))
+    for name, declaration in method.options.items():
+        check(f"merge.{name}", merge.get(name), declaration)
     _check_positive_int("merge.num_samples", merge.num_samples)
     if cfg.finetune.get("linearized", False) and method.statistics is not None:
         raise ConfigError("merge.method", merge.method, "a method without statistics of the network with finetune.linearized=true (they describe the network, not its linearization)")
@@ -171,7 +142,7 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
         cause = error.__cause__ or error
         said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
         key = _culprit(node, build)
-        where, value = (f"{setting}.{key}", _value(node[key])) if key else (setting, OmegaConf.to_container(node))
+        where, value = (f"{setting}.{key}", shown(node[key])) if key else (setting, OmegaConf.to_container(node))
         raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
 
 
@@ -180,6 +151,19 @@ def build_network(cfg: DictConfig) -> torch.nn.Module:
     (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
     spec = dataset_spec(cfg.data.name)
     return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
+
+
+def _check_checkpoint(checkpoint, net: torch.nn.Module) -> None:
+    """`pretrain.checkpoint`: null, or a file that loads into the configured network (read once here, before any work)."""
+    if checkpoint is None:
+        return
+    allowed = f"null (train θ0) or a .safetensors or Lightning .ckpt file of the configured {type(net).__name__}"
+    if not (isinstance(checkpoint, str) and Path(checkpoint).is_file()):
+        raise ConfigError("pretrain.checkpoint", checkpoint, f"{allowed}: no such file")
+    try:
+        load_weights(checkpoint, net)
+    except DataError as e:
+        raise ConfigError("pretrain.checkpoint", checkpoint, f"{allowed}: {str(e).removeprefix(f'{checkpoint}: ')}") from None
 
 
 def _probe_parameters() -> list[torch.Tensor]:
@@ -198,23 +182,23 @@ def validate(cfg: DictConfig, strategies) -> None:
     """Raise ConfigError on the first invalid setting."""
     if cfg.strategy not in strategies:
         raise ConfigError("strategy", cfg.strategy, f"one of {', '.join(strategies)}")
-    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
-        raise ConfigError("seed", _value(cfg.seed), f"an integer in 0..{MAX_SEED}")
+    if not is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", shown(cfg.seed), f"an integer in 0..{MAX_SEED}")
     for key in ("tasks", "seed"):
         if key in cfg.data:
-            raise ConfigError(f"data.{key}", _value(cfg.data[key]), f"not set in the data group: the root setting `{key}` is the one the split and the strategies use (write {key}=...)")
+            raise ConfigError(f"data.{key}", shown(cfg.data[key]), f"not set in the data group: the root setting `{key}` is the one the split and the strategies use (write {key}=...)")
     for key in ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time"):
         if cfg.trainer.get(key) not in (None, -1):
-            raise ConfigError(f"trainer.{key}", _value(cfg.trainer[key]), "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
+            raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), "null; a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares")
     classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
     tasks = cfg.tasks
     if not isinstance(tasks, (list, ListConfig)) or not tasks:
-        raise ConfigError("tasks", _value(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")
+        raise ConfigError("tasks", shown(tasks), "a non-empty list of tasks, each a list of classes, e.g. [[0],[1]] or [[0,1],[2,3]]")
     seen = []
     for i, task in enumerate(tasks):
         _check_classes(f"tasks[{i}]", task, classes, cfg.data.name)
         if sorted(task) in seen:
-            raise ConfigError(f"tasks[{i}]", _value(task), "each task once (it repeats an earlier task)")
+            raise ConfigError(f"tasks[{i}]", shown(task), "each task once (it repeats an earlier task)")
         seen.append(sorted(task))
     head = cfg.model.get("head", "shared")
     if head not in HEADS:
@@ -222,13 +206,14 @@ def validate(cfg: DictConfig, strategies) -> None:
     if head == "per_task":
         for i, task in enumerate(tasks):
             if len(task) < 2:
-                raise ConfigError(f"tasks[{i}]", _value(task), "with model.head=per_task every task needs ≥ 2 classes (a one-class head is always right); use model.head=shared")
+                raise ConfigError(f"tasks[{i}]", shown(task), "with model.head=per_task every task needs ≥ 2 classes (a one-class head is always right); use model.head=shared")
         if len({c for task in tasks for c in task}) != sum(len(task) for task in tasks):
-            raise ConfigError("tasks", _value(tasks), "with model.head=per_task tasks must not share classes (each class has one task's head)")
+            raise ConfigError("tasks", shown(tasks), "with model.head=per_task tasks must not share classes (each class has one task's head)")
         if cfg.strategy == "negation":
             raise ConfigError("model.head", head, "shared with experiment=negation (forgetting a class is judged over all classes)")
     _check_align(cfg)
-    build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …) first
+    check_declared("model.net", cfg.model.net)
+    net = build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …) first
     if cfg.data.pretrain.classes is not None:  # null: every class of the dataset
         _check_classes("data.pretrain.classes", cfg.data.pretrain.classes, classes, cfg.data.name)
     fraction, num_samples = cfg.data.pretrain.fraction, cfg.data.pretrain.num_samples
@@ -243,14 +228,16 @@ def validate(cfg: DictConfig, strategies) -> None:
     _check_fraction("data.val_fraction", cfg.data.val_fraction, closed_right=False)
     _check_positive_int("data.batch_size", cfg.data.batch_size)
     _check_positive_int("data.eval_batch_size", cfg.data.eval_batch_size)
-    checkpoint = cfg.pretrain.get("checkpoint")
-    if checkpoint is not None and not (isinstance(checkpoint, str) and Path(checkpoint).is_file()):
-        raise ConfigError("pretrain.checkpoint", checkpoint, "null (train θ0) or the path of an existing .safetensors or Lightning .ckpt file")
+    _check_checkpoint(cfg.pretrain.get("checkpoint"), net)
     for stage in ("pretrain", "finetune"):
         _check_positive_int(f"{stage}.epochs", cfg[stage].epochs)
         _check_optimization(stage, cfg[stage])
+    if cfg.finetune.get("optimizer_state") not in OPTIMIZER_STATES:
+        raise ConfigError("finetune.optimizer_state", cfg.finetune.get("optimizer_state"),
+                          "fresh (each sequential stage starts a new optimizer) or carry (from the previous stage's optimizer state)")
     continual = cfg.get("continual")
     if continual and "_target_" in continual:  # built as training will build it: its own argument checks first
+        check_declared("continual", continual)
         instantiate_checked("continual", continual)
     target = cfg.pretrain.get("target_val_acc")
     if target is not None:
@@ -264,7 +251,7 @@ def validate(cfg: DictConfig, strategies) -> None:
         raise ConfigError("merge.batchnorm", cfg.merge.get("batchnorm"), f"one of {', '.join(BATCHNORM)} (what a merge does with BatchNorm's running statistics)")
     lambdas = cfg.merge.lambdas
     if not isinstance(lambdas, (list, ListConfig)) or not lambdas:
-        raise ConfigError("merge.lambdas", _value(lambdas), "a non-empty list of finite numbers")
+        raise ConfigError("merge.lambdas", shown(lambdas), "a non-empty list of finite numbers")
     for lam in lambdas:
         if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam):
-            raise ConfigError("merge.lambdas", _value(lambdas), "a non-empty list of finite numbers")
+            raise ConfigError("merge.lambdas", shown(lambdas), "a non-empty list of finite numbers")

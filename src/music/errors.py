@@ -27,6 +27,10 @@ class DataError(MusicError):
     """Missing, truncated or inconsistent dataset files."""
 
 
+class Diverged(MusicError):
+    """A training stage's loss became NaN or infinite: the run stops there, nothing of it cached or written."""
+
+
 def traceback_wanted() -> bool:
     return os.environ.get(TRACEBACK_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 

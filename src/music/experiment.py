@@ -17,15 +17,19 @@ from music.cache import ArtifactCache
 from music.config import build_network, instantiate_checked
 from music.data import TaskData, dataset_spec
 from music.data.split import SPLIT_VERSION
+from music.errors import Diverged
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.merging import TaskVector
 from music.models import LinearizedNet, plain_state
 from music.models.networks import batchnorm_layers, recompute_batchnorm
 from music.models.checkpoint import load_weights
+from music.models.optimizer_state import flatten as flatten_optimizer_state
 from music.tracking import CONSOLE
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
+
+    from music.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,9 @@ def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
 def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
     """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's (`theta0`, its
     theta0_material), the shared budget, the head protocol, and `data` (which classes, grouped how, in which order)."""
-    return {"theta0": theta0, "finetune": _plain(cfg.finetune), "head": cfg.model.get("head", "shared"), "data": data}
+    # optimizer_state concerns sequential stages alone: they name it in `data` when they carry it
+    finetune = {k: v for k, v in _plain(cfg.finetune).items() if k != "optimizer_state"}
+    return {"theta0": theta0, "finetune": finetune, "head": cfg.model.get("head", "shared"), "data": data}
 
 
 class Experiment:
@@ -166,9 +172,11 @@ class Experiment:
         return model
 
     def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True, extra_callbacks=(),
-            continual=None) -> nn.Module:
+            continual=None, optimizer_state: dict | None = None) -> "Classifier":
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
-        head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False."""
+        head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False. The
+        optimizer starts from `optimizer_state` when given (a previous stage's). Returns the trained module, its net
+        on the CPU. A loss that becomes NaN or infinite stops the run: Diverged, naming the settings that feed it."""
         from music.models.classifier import Classifier  # with Lightning: see seed_everything
 
         seed = stage_seed(self.cfg.seed, stage)
@@ -182,6 +190,7 @@ class Experiment:
             stage=stage,
             allowed=self.allowed if protocol else None,
             continual=continual,
+            optimizer_state=optimizer_state,
         )
         from lightning.pytorch.callbacks import ProgressBar
 
@@ -192,9 +201,16 @@ class Experiment:
         # with a progress bar the bar is the console's line for this stage; the log file always gets this one
         log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not bar})
         start = time.perf_counter()
-        trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
+        try:
+            trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
+        except Diverged as error:
+            group = "pretrain" if stage == "pretrain" else "finetune"
+            fed = {f"{group}.optimizer": hparams.optimizer, f"{group}.scheduler": hparams.get("scheduler"), "data.batch_size": self.cfg.data.batch_size}
+            fed |= {"continual": self.cfg.continual} if continual is not None else {}
+            raise Diverged(f"{error}; the settings that feed it: {'; '.join(f'{k}={_plain(v)}' for k, v in fed.items())}") from None
         self.timings[f"fit/{stage}"] = time.perf_counter() - start
-        return net.cpu()
+        module.net.cpu()
+        return module
 
     def callbacks(self) -> list:
         """The configured Lightning callbacks (a fresh set per Trainer), without progress bars when they are off."""
@@ -215,7 +231,7 @@ class Experiment:
                 return self.new_net().state_dict()
             target = self.cfg.pretrain.get("target_val_acc")
             stop = [] if target is None else [target_stop("pretrain/val/acc", target, self.cfg.pretrain.epochs)]
-            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop)
+            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop).net
             if stop and stop[0].stopping_reason.name == "STOPPING_THRESHOLD":
                 log.info("θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1)
             elif stop:
@@ -240,12 +256,17 @@ class Experiment:
             state[name] = rows
         return state
 
-    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str, continual=None) -> dict[str, torch.Tensor]:
+    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str, continual=None,
+                optimizer_state: dict | None = None) -> dict[str, torch.Tensor]:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
-        when the same `data` (its description: classes, order, continual method) was trained from θ0 before."""
+        when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
+        `optimizer_state` (a previous stage's; {} at the first stage) the optimizer starts from it, and the entry also
+        holds the state it ended with (music.models.optimizer_state.split tells them apart)."""
 
         def build():
-            return plain_state(self.fit(self.model(start), train_idx, stage, self.cfg.finetune, continual=continual))
+            module = self.fit(self.model(start), train_idx, stage, self.cfg.finetune, continual=continual, optimizer_state=optimizer_state)
+            carried = {} if optimizer_state is None else flatten_optimizer_state(module.trainer.optimizers[0].state_dict())
+            return plain_state(module.net) | carried
 
         return self.cache.get_or_build(name, training_material(self.cfg, self.theta0_material, data), build, label=stage)
 

@@ -11,11 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
-from music.errors import MusicError, traceback_wanted
+from music.atomic import unwritable
+from music.errors import ConfigError, MusicError, traceback_wanted
 from music.experiment import Experiment
 from music.launching import claim_device
 from music.strategies import STRATEGIES
-from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, summary_lines, write_metrics
+from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, start_loggers, summary_lines, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ def load_data(cfg: DictConfig) -> TaskData:
     return data
 
 
+def check_writable(cfg: DictConfig) -> None:
+    """The run folder and the cache can be created and written: found out before any work, not after θ0 trained."""
+    folders = {"hydra.run.dir": cfg.paths.output_dir} | ({"cache.dir": cfg.cache.dir} if cfg.cache.enabled else {})
+    for setting, folder in folders.items():
+        why = unwritable(folder)
+        if why:
+            raise ConfigError(setting, str(folder), f"a folder this process can create and write ({why})")
+
+
 def theta0_figures(exp: Experiment) -> dict:
     """θ0's accuracy in this run (same split and seed): every report can show where the methods started from."""
     theta0 = exp.metrics(exp.theta0_predictions)
@@ -47,7 +57,9 @@ def theta0_figures(exp: Experiment) -> dict:
     return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {
         "theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc"),
         "theta0/source": source,
-        "theta0/key": cache_key(exp.theta0_material),  # which θ0: the report gives each its own row
+        "theta0/key": cache_key(exp.theta0_material),  # which θ0 exactly (seed included)
+        # θ0's setting: the same for every seed, so the report gives each setting one row over its seeds
+        "theta0/setting": cache_key({k: v for k, v in exp.theta0_material.items() if k != "seed"}),
     }
 
 
@@ -55,6 +67,7 @@ def run(cfg: DictConfig) -> dict:
     """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
     validate(cfg, STRATEGIES)
     output_dir = Path(cfg.paths.output_dir)
+    check_writable(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
     validate_with_data(cfg, data.split)
@@ -62,10 +75,10 @@ def run(cfg: DictConfig) -> dict:
     loggers = instantiate_loggers(cfg.get("logger"))
     failed = True
     try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        start_loggers(loggers, OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.experiment_name, "strategy": cfg.strategy, "overrides": own_overrides(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head}
+        metrics = {"experiment": cfg.experiment_name, "strategy": cfg.strategy, "overrides": own_overrides(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head,
+                   "optimizer_state": cfg.finetune.optimizer_state}
         metrics |= STRATEGIES[cfg.strategy](exp)
         metrics |= theta0_figures(exp)
         write_metrics(output_dir / "metrics.json", metrics)

@@ -44,6 +44,8 @@ class AGEM(ContinualMethod):
 
     memory = "images with labels"
 
+    SETTINGS = {"memory_size": "int [1, inf)", "sample_size": "int [1, inf)"}
+
     def __init__(self, memory_size: int = 500, sample_size: int = 256):
         self.memory_size, self.sample_size = int(memory_size), int(sample_size)
         self._reset()

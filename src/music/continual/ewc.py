@@ -49,6 +49,8 @@ class EWC(ContinualMethod):
 
     memory = "a model"
 
+    SETTINGS = {"strength": "[0, inf)", "decay": "[0, 1]", "num_samples": "int [1, inf)"}
+
     def __init__(self, strength: float, decay: float = 1.0, num_samples: int = 256):
         self.strength, self.decay, self.num_samples = float(strength), float(decay), int(num_samples)
         self.anchors: dict[str, Tensor] | None = None

@@ -39,6 +39,8 @@ class LwF(ContinualMethod):
 
     memory = "a model"
 
+    SETTINGS = {"alpha": "[0, inf)", "temperature": "(0, inf)"}
+
     def __init__(self, alpha: float = 1.0, temperature: float = 2.0):
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.teacher: nn.Module | None = None

@@ -64,6 +64,8 @@ class Replay(ContinualMethod):
 
     memory = "images with labels"
 
+    SETTINGS = {"memory_size": "int [1, inf)", "balanced": "bool"}
+
     def __init__(self, memory_size: int = 500, balanced: bool = False):
         self.memory_size, self.balanced = int(memory_size), bool(balanced)
         self._reset()

@@ -4,7 +4,11 @@ predictions on unlabeled images.
 θ(λ) = θ0 + Σ_k λ_k τ_k (task-wise) or θ^l = θ0^l + Σ_k λ_k^l τ_k^l (layer-wise: one coefficient per task and
 parameter tensor). The authors' defaults (EnnengYang/AdaMerging, main_task_wise_adamerging.py and
 main_layer_wise_adamerging.py): every λ starts at the prior 0.3, Adam with lr 1e-3 and betas (0.9, 0.999), 500
-steps, each step one batch of 16 unlabeled images per task with the loss summed over tasks, λ clamped to [0, 1].
+steps, each step one batch of 16 unlabeled images per task with the loss summed over tasks. As the authors do, the
+coefficients are clamped to [0, 1] inside the merged model (`torch.clamp(lambdas_raw, 0, 1)` in their `lambdas()`):
+Adam updates the raw values, and a raw value past a bound gets no gradient there, so it can stay out of [0, 1] and
+the merge uses the bound. (Projecting the raw values back after each step would give the same merge at a fixed λ but
+other learned λ: a projected value can leave the bound again at the next step.)
 """
 
 from collections.abc import Callable
@@ -44,25 +48,24 @@ def adamerging(
     prior: float = 0.3,
     batch_size: int = 16,
 ) -> tuple[Tensor, list[float]]:
-    """The learned coefficients (T, or T×L layer-wise) and the summed entropy at every step.
+    """The learned coefficients, clamped to [0, 1] as the merge uses them (T, or T×L layer-wise), and the summed
+    entropy at every step.
 
     `images[k]`: task k's unlabeled images (a batch of each per step); `logits(params, x, k)` evaluates the model
     with parameters `params` on images `x` of task k.
     """
     shape = (len(vectors), len(vectors[0].deltas)) if layerwise else (len(vectors),)
-    coefficients = torch.full(shape, prior, requires_grad=True)
-    optimizer = torch.optim.Adam([coefficients], lr=lr, betas=(0.9, 0.999))
+    raw = torch.full(shape, prior, requires_grad=True)
+    optimizer = torch.optim.Adam([raw], lr=lr, betas=(0.9, 0.999))
     history = []
     for _ in range(steps):
-        params = merged_parameters(theta0, vectors, coefficients)
+        params = merged_parameters(theta0, vectors, raw.clamp(0.0, 1.0))
         loss = sum(entropy(logits(params, x[torch.randint(len(x), (batch_size,), generator=generator)], k)) for k, x in enumerate(images))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            coefficients.clamp_(0.0, 1.0)
         history.append(float(loss.detach()))
-    return coefficients.detach(), history
+    return raw.detach().clamp(0.0, 1.0), history
 
 
 def weighted_sum(vectors: list[TaskVector], coefficients: Tensor) -> TaskVector:

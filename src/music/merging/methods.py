@@ -47,7 +47,7 @@ class Method:
     merge: Callable[[MergeInputs, dict], Merged]  # (inputs, knob values) -> direction(s); θ = θ0 + λ·direction
     paper: str
     knobs: dict[str, str] = field(default_factory=dict)  # knob -> allowed interval, e.g. "(0, 1]"
-    options: dict[str, str] = field(default_factory=dict)  # setting that is not searched -> allowed interval ("int" prefix: integers)
+    options: dict[str, str] = field(default_factory=dict)  # setting that is not searched -> its declaration (music.settings)
     statistics: str | None = None  # estimated per task before merging: "fisher", "grams" (training images), "entropy"
     data: str = "none"
     task_id: bool = False

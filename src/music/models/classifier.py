@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from music.errors import Diverged
 from music.evaluation.metrics import accuracy_metrics, restrict
+from music.models.optimizer_state import load as load_optimizer_state
 
 if TYPE_CHECKING:
     from music.continual import ContinualMethod
@@ -29,13 +31,15 @@ class Classifier(L.LightningModule):
         stage: str = "train",
         allowed: torch.Tensor | None = None,
         continual: "ContinualMethod | None" = None,
+        optimizer_state: dict | None = None,
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed", "continual"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state"], logger=False)
         self.continual = continual  # a continual-learning method's hooks (music.continual), or None
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.optimizer_state = optimizer_state  # where the optimizer starts (a previous stage's, music.models.optimizer_state)
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
         # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
@@ -71,6 +75,9 @@ class Classifier(L.LightningModule):
         self.train_loss_sum, self.train_samples = torch.zeros((), device=self.device), 0
 
     def on_train_epoch_end(self):
+        # checked once per epoch (one device sync), not per step: a diverged stage stops at its epoch's end
+        if not torch.isfinite(self.train_loss_sum):
+            raise Diverged(f"training {self.stage} stopped: its loss became {float(self.train_loss_sum):g} in epoch {self.current_epoch + 1}")
         self.log(f"{self.stage}/train/loss", self.train_loss_sum / max(1, self.train_samples))
 
     def _eval_step(self, split: str, batch) -> None:
@@ -96,6 +103,8 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
+        if self.optimizer_state:
+            load_optimizer_state(optimizer, self.optimizer_state)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}

@@ -7,6 +7,7 @@ from music.config import instantiate_checked
 from music.continual import ContinualMethod
 from music.evaluation import backward_transfer, forgetting
 from music.experiment import Experiment, stage_seed
+from music.models.optimizer_state import split as split_optimizer_state
 
 
 def pretrain(exp: Experiment) -> dict:
@@ -31,14 +32,20 @@ def sequential_states(exp: Experiment, method: ContinualMethod | None) -> list[d
     """θ_1 … θ_T: θ0 fine-tuned on task 1, then 2, … in config order, under the continual method's hooks.
 
     Each stage is cached under the ordered tasks so far (and the method), so a longer sequence reuses its prefix; a
-    cached stage still runs the method's begin_stage and end_stage, which rebuild its state."""
+    cached stage still runs the method's begin_stage and end_stage, which rebuild its state. Each stage's optimizer
+    starts fresh (finetune.optimizer_state=fresh, as Mammoth) or from the previous stage's state (carry, as
+    Avalanche); with carry a stage's cache entry keeps its optimizer's state too."""
     state, states = exp.theta0, []
     continual = {"continual": OmegaConf.to_container(exp.cfg.continual, resolve=True)} if method else {}
+    carry = exp.cfg.finetune.optimizer_state == "carry"
+    optimizer = {} if carry else None  # the state the next stage's optimizer starts from
     for i in range(len(exp.tasks)):
-        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]} | continual
+        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]} | continual | ({"optimizer_state": "carry"} if carry else {})
         if method:
             method.begin_stage(i, exp.model(state).to(exp.device))
-        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}", continual=method)
+        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}", continual=method, optimizer_state=optimizer)
+        if carry:
+            state, optimizer = split_optimizer_state(state)
         if method:
             seen = exp.split.task_train(i)
             generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, f"continual/stage_{i}"))

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from music.atomic import atomic_path
+from music.errors import ConfigError
 
 if TYPE_CHECKING:  # a run with logger=none never imports Lightning
     from lightning.pytorch.loggers import Logger
@@ -74,6 +75,23 @@ def instantiate_loggers(cfg: DictConfig | None) -> list["Logger"]:
             # (`anonymous`) before wandb.init would read them
             wandb.setup(settings=instantiate(node.settings))
     return [instantiate(node) for node in nodes]
+
+
+def start_loggers(loggers: list["Logger"], hyperparams: dict) -> None:
+    """Log the run's config, which starts each logger's run; W&B refusing to start one (online without an API key,
+    or without a network) is one line naming the setting and what to do."""
+    for logger in loggers:
+        try:
+            logger.log_hyperparams(hyperparams)
+        except Exception as error:
+            wandb = sys.modules.get("wandb")
+            if wandb is None or not isinstance(error, wandb.errors.Error):
+                raise
+            said = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            mode = getattr(logger, "_wandb_init", {}).get("mode") or os.environ.get("WANDB_MODE", "online")  # what W&B was given
+            raise ConfigError("logger.wandb.mode", mode, f"offline, or online once W&B can start a run (it said: {said}): run "
+                              "`wandb login` (or set WANDB_API_KEY) where W&B's server is reachable, or log offline with "
+                              "WANDB_MODE=offline and upload later with `wandb sync`") from None
 
 
 def close_loggers(loggers: list["Logger"], failed: bool) -> None:
