@@ -16,6 +16,7 @@ from music.continual.agem import AGEM, project
 from music.continual.ewc import EWC, ewc_penalty
 from music.continual.lwf import LwF, distillation
 from music.continual.replay import Replay, reservoir, shares
+from music.models import optimizer_state
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "continual"
 
@@ -263,3 +264,54 @@ def test_configs_instantiate_with_a_comment_first(name):
     assert path.read_text().startswith("# ")
     method = instantiate(OmegaConf.load(path))
     assert isinstance(method, ContinualMethod) and method.memory in MEMORY and method.kept() == 0
+
+
+# ---------- the optimizer between stages
+
+
+def test_an_optimizer_state_survives_flattening_and_loads_into_a_new_optimizer():
+    net = tiny_net()
+    adam = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(3):
+        adam.zero_grad()
+        net(torch.randn(5, 1, 28, 28, generator=gen(1))).square().sum().backward()
+        adam.step()
+    flat = optimizer_state.flatten(adam.state_dict())
+    assert sorted(flat)[:3] == ["optimizer/0/exp_avg", "optimizer/0/exp_avg_sq", "optimizer/0/step"] and len(flat) == 3 * 4
+    weights, state = optimizer_state.split(net.state_dict() | flat)
+    assert weights.keys() == net.state_dict().keys()
+    fresh = torch.optim.Adam(tiny_net(1).parameters(), lr=5e-4)
+    optimizer_state.load(fresh, state)
+    loaded = fresh.state_dict()
+    assert loaded["param_groups"][0]["lr"] == 5e-4  # the new stage's own hyperparameters
+    for index, entries in adam.state_dict()["state"].items():
+        assert float(loaded["state"][index]["step"]) == 3.0
+        assert torch.equal(loaded["state"][index]["exp_avg_sq"], entries["exp_avg_sq"])
+
+
+def test_carried_optimizer_state_counts_every_stage_and_is_cached_apart(tmp_path, mnist_dir):
+    """finetune.optimizer_state=carry: stage 1's Adam continues stage 0's (its step count is the sum of both stages'
+    batches), the stages are cached under their own keys with the optimizer's state beside the weights, and stage 0
+    (nothing to carry yet) trains exactly as with fresh."""
+    from safetensors.torch import load_file
+
+    from music.run import load_data, run
+
+    from conftest import FAST, make_cfg
+
+    common = ["experiment=sequential", *FAST, "tasks=[[0,1],[2,3]]", "data.batch_size=16"]
+    fresh = run(make_cfg(tmp_path / "fresh", mnist_dir, *common, cache_dir=tmp_path / "cache"))
+    cfg = make_cfg(tmp_path / "carry", mnist_dir, *common, "finetune.optimizer_state=carry", cache_dir=tmp_path / "cache")
+    carried = run(cfg)
+    assert (fresh["optimizer_state"], carried["optimizer_state"]) == ("fresh", "carry")
+    entries = [load_file(p) for p in (tmp_path / "cache").glob("sequential-*.safetensors")]
+    assert len(entries) == 4  # two stages × two settings: carry never reuses a fresh stage
+    fresh_stages = [e for e in entries if not any(k.startswith("optimizer/") for k in e)]
+    carry_stages = sorted((e for e in entries if "optimizer/0/step" in e), key=lambda e: float(e["optimizer/0/step"]))
+    split = load_data(cfg).split
+    batches = [math.ceil(len(split.task_train(i)) / 16) for i in range(2)]
+    assert [float(e["optimizer/0/step"]) for e in carry_stages] == [batches[0], batches[0] + batches[1]]
+    weights = [{k: v for k, v in e.items() if not k.startswith("optimizer/")} for e in carry_stages]
+    first = next(e for e in fresh_stages if all(torch.equal(e[k], weights[0][k]) for k in e))  # stage 0: the same weights
+    second = next(e for e in fresh_stages if e is not first)
+    assert not all(torch.equal(second[k], weights[1][k]) for k in second)  # stage 1 moved differently

@@ -188,6 +188,20 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
     assert (run_dir / "train.log").read_text().count("training sequential/stage_") == 2
 
 
+def test_wandb_online_without_an_api_key_is_one_line_before_any_training(tmp_path, mnist_dir):
+    """wandb's UsageError traceback, after start-up, became one line saying what to do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home"), "WANDB_MODE": "online"}
+    run_dir = tmp_path / "run"
+    result = train_cli(tmp_path, "experiment=sequential", "tasks=[[1],[2]]", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
+                       f"hydra.run.dir={run_dir}", *FAST, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    assert result.stderr.startswith("error: logger.wandb.mode='online' is not allowed: offline, or online once W&B can start a run (it said: ")
+    assert "`wandb login`" in result.stderr and "WANDB_MODE=offline" in result.stderr
+    assert "training" not in (run_dir / "train.log").read_text() and not (tmp_path / "logs" / "cache").exists()
+    assert not (run_dir / "metrics.json").exists()
+
+
 def test_wandb_is_closed_when_a_job_fails(tmp_path, mnist_dir, monkeypatch):
     import wandb
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from music.cache import ArtifactCache
-from music.errors import ConfigError
+from music.errors import ConfigError, Diverged
 from music.models import CNN
 from music.run import run
 
@@ -163,3 +164,26 @@ def test_files_a_run_writes_honour_the_umask(tmp_path, mnist_dir):
     written = [tmp_path / "run" / "metrics.json", tmp_path / "run" / "timings.json", *(tmp_path / "cache").glob("*.safetensors")]
     assert len(written) == 5  # θ0 and two fine-tunes
     assert {oct(path.stat().st_mode & 0o777) for path in written} == {"0o644"}  # colleagues can read a shared cache
+
+
+def test_a_diverged_loss_stops_the_run_and_nothing_is_cached_or_written(tmp_path, mnist_dir):
+    """SGD at lr 1e12 drives the loss to NaN: the run stops at that stage naming it and the settings that feed it; θ0
+    and the stages before it (finite) stay cached, the diverged stage is not, and there is no metrics.json."""
+    cfg = make_cfg(tmp_path, mnist_dir, "experiment=sequential", *FAST, "tasks=[[0,1],[2,3]]", "data.batch_size=16",
+                   "finetune.optimizer._target_=torch.optim.SGD", "finetune.optimizer.lr=1e12")
+    with pytest.raises(Diverged) as stopped:
+        run(cfg)
+    message = str(stopped.value)
+    stage = re.match(r"training sequential/stage_(\d) stopped: its loss became (nan|inf) in epoch 1; the settings that feed it: ", message)
+    assert stage, message
+    assert "finetune.optimizer=torch.optim.SGD(lr=1000000000000.0), finetune.scheduler=None, data.batch_size=16" in message
+    entries = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert entries == ["sequential"] * int(stage[1]) + ["theta0"]  # the stages before the diverged one, not it
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_a_diverged_continual_stage_names_the_method(tmp_path, mnist_dir):
+    cfg = make_cfg(tmp_path, mnist_dir, "experiment=ewc", *FAST, "tasks=[[0,1],[2,3]]", "data.batch_size=16", "continual.strength=1e300")
+    with pytest.raises(Diverged, match=r"training sequential/stage_1 stopped: its loss became (nan|inf) .*continual=music.continual.ewc.EWC\(strength=1e\+300"):
+        run(cfg)
+    assert not list(tmp_path.rglob("metrics.json"))

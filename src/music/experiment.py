@@ -84,6 +84,14 @@ def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def _as_call(node) -> str:
+    """A Hydra node as the call it makes, for messages: `torch.optim.SGD(lr=0.1, momentum=0.9)`; other values as is."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return str(_plain(node))
+    arguments = {k: v for k, v in _plain(node).items() if not k.startswith("_")}
+    return f"{node._target_}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+
+
 def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -207,7 +215,7 @@ class Experiment:
             group = "pretrain" if stage == "pretrain" else "finetune"
             fed = {f"{group}.optimizer": hparams.optimizer, f"{group}.scheduler": hparams.get("scheduler"), "data.batch_size": self.cfg.data.batch_size}
             fed |= {"continual": self.cfg.continual} if continual is not None else {}
-            raise Diverged(f"{error}; the settings that feed it: {'; '.join(f'{k}={_plain(v)}' for k, v in fed.items())}") from None
+            raise Diverged(f"{error}; the settings that feed it: {', '.join(f'{k}={_as_call(v)}' for k, v in fed.items())}") from None
         self.timings[f"fit/{stage}"] = time.perf_counter() - start
         module.net.cpu()
         return module
