@@ -6,14 +6,12 @@ the worker exits) and sets CUDA_VISIBLE_DEVICES before CUDA starts; every job it
 """
 
 import os
-import re
 import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-from music.errors import ConfigError, MusicError
 
 POOL_ENV = "MUSIC_GPU_POOL"  # the launching process's visible GPU ids, "0,1,…" ("" for none), for the workers
 WORKERS_ENV = "MUSIC_POOL_WORKERS"  # how many workers the pool has
@@ -82,24 +80,3 @@ def claim_device(lock_dir: str | Path, poll_s: float = 0.2) -> str | None:
             _claimed.update(device=f"cuda:{gpu}", lock=lock)
             return _claimed["device"]
         time.sleep(poll_s)
-
-
-def sbatch_refusal(said: str | None, params: dict) -> MusicError:
-    """The one-line error for a submission sbatch refused (`said`: what it printed; None: no sbatch on PATH), naming
-    the `hydra.launcher.*` setting at fault when sbatch's words point at one."""
-    if said is None:
-        return MusicError("hydra/launcher=slurm needs Slurm's sbatch on PATH: launch the sweep where sbatch runs "
-                          "(the cluster's login node)")
-    lines = [re.sub(r"^sbatch: ((error|fatal): )?(Batch job submission failed: )?", "", line.strip())
-             for line in said.splitlines() if line.strip()]
-    said = "; ".join(dict.fromkeys(lines))
-    gpus, partition = params.get("gpus_per_node"), params.get("partition")
-    if "partition" in said.lower():
-        return ConfigError("hydra.launcher.partition", partition,
-                           f"sbatch refused the jobs: {said} (`sinfo` lists the partitions; null: the default one)")
-    if "gres" in said.lower() or "gpu" in said.lower():
-        return ConfigError("hydra.launcher.gpus_per_node", gpus,
-                           f"sbatch refused the jobs: {said} (set it to 0 for nodes without GPUs)")
-    asked = ", ".join(f"hydra.launcher.{key}={'null' if params.get(key) is None else params.get(key)}"
-                      for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min"))
-    return MusicError(f"sbatch refused the jobs: {said} (each asks for {asked})")
