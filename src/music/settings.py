@@ -75,7 +75,7 @@ def declared_settings(target: str) -> dict[str, str]:
 def check_declared(setting: str, node: DictConfig) -> None:
     """Each argument of a Hydra node (`_target_` and its arguments) against what its target declares. Arguments it
     does not declare are left to the target's own signature (instantiation names the one it refuses)."""
-    declared = declared_settings(str(node._target_))
+    declared = declared_settings(str(node.get("_target_")))
     for key, value in node.items():
         if key in declared:
             check(f"{setting}.{key}", value, declared[key])

@@ -101,6 +101,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                                          f"jobs are cancelled; its log: {job.paths.stderr}")
                     continue
                 last[job.job_id] = state
+                gone.pop(job.job_id, None)  # back in the queue (requeued): its absence starts over
                 if state == "PENDING" and reason not in ("", "None"):
                     offer = offer or slurm.read_offer(self.params.get("partition"))
                     problem = slurm.never_starts(reason, self.params, offer)
