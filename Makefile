@@ -5,7 +5,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 ARGS ?= experiment=sequential data=fashion_mnist
 SWEEP ?= $(lastword $(sort $(wildcard logs/train/multiruns/*)))
 
-.PHONY: help install data slurm test test-all train report bench clean
+.PHONY: help install data slurm lint test test-all train report bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -26,7 +26,11 @@ slurm:  ## Debian's slurm-wlm and munge (the Slurm tests start a one-node cluste
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq slurm-wlm munge; \
 	else echo "Slurm missing: run 'sudo apt-get install -y slurm-wlm munge' (the Slurm tests fail without it)"; fi
 
-test:  ## the default test tier (unit, integration, real data; a few minutes on 2 cores)
+lint:  ## ruff: lint and format check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint  ## lint, then the default test tier (unit, integration, real data; a few minutes on 2 cores)
 	$(PY) -m pytest -m "not slow"
 
 test-all:  ## every test, slow ones included

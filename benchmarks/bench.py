@@ -1,6 +1,7 @@
 """The performance figures, each the median of several runs, written as JSON with the machine's description.
 
-    python benchmarks/bench.py [--device cpu|cuda] [--repeats 15] [--h2h-repeats 3] [--continual-repeats 5] [--out logs/bench/bench.json]
+    python benchmarks/bench.py [--device cpu|cuda] [--repeats 15] [--h2h-repeats 3] [--continual-repeats 5]
+                               [--out logs/bench/bench.json]
 
 - epoch: one training epoch of the default MLP on 60k Fashion-MNIST images through the project's Trainer path,
   next to a plain PyTorch loop on the same model, data and batch size, the data resident on --device (cpu, or cuda
@@ -47,17 +48,34 @@ from music.strategies.finetuning import continual_method, sequential_states
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_TO_HEAD = "pretrain,individual,merged,sequential,task_arithmetic,ties,dare,ft_classifier"
-TARGETS = {"epoch_ratio": 1.2, "head_to_head_cold_s": 30.0, "head_to_head_warm_s": 12.0, "ties_s": 0.5, "peak_rss_gb": 2.0, "merge_step_s": 10.0,
-           "sequential_vs_plain": 1.3, "continual_vs_sequential": 1.5, "resnet18_epoch_ratio": 1.2}
+TARGETS = {
+    "epoch_ratio": 1.2,
+    "head_to_head_cold_s": 30.0,
+    "head_to_head_warm_s": 12.0,
+    "ties_s": 0.5,
+    "peak_rss_gb": 2.0,
+    "merge_step_s": 10.0,
+    "sequential_vs_plain": 1.3,
+    "continual_vs_sequential": 1.5,
+    "resnet18_epoch_ratio": 1.2,
+}
 # plain sequential and every continual method (configs/continual/<name>.yaml, each run as experiment=<name>)
 CONTINUAL = ["sequential"] + sorted(p.stem for p in (ROOT / "configs" / "continual").glob("*.yaml") if p.stem != "none")
 
 
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # --device -> trainer.accelerator
@@ -71,8 +89,17 @@ def synchronize(device: torch.device) -> None:
 def bench_config(data_dir: str, device: torch.device, *overrides: str):
     """The root config on Fashion-MNIST for a measurement in this process, training on `device`."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", "paths.output_dir=/tmp/music-bench",
-                                           f"trainer.accelerator={ACCELERATOR[device.type]}", *overrides])
+        return compose(
+            "train",
+            overrides=[
+                "data=fashion_mnist",
+                f"data.data_dir={data_dir}",
+                "logger=none",
+                "paths.output_dir=/tmp/music-bench",
+                f"trainer.accelerator={ACCELERATOR[device.type]}",
+                *overrides,
+            ],
+        )
 
 
 def alternating(paths: dict, rounds: int, warmup: int = 0) -> dict[str, list[float]]:
@@ -104,9 +131,16 @@ def plain_epoch(net, images, labels, batch_size, lr, batches: int | None = None)
 
 def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     quiet_lightning()  # as a run's training stages are
-    module = Classifier(build_network(cfg), instantiate(cfg.pretrain.optimizer), tasks=[list(t) for t in cfg.tasks], num_classes=data.spec.classes)
+    module = Classifier(
+        build_network(cfg),
+        instantiate(cfg.pretrain.optimizer),
+        tasks=[list(t) for t in cfg.tasks],
+        num_classes=data.spec.classes,
+    )
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
-    trainer = instantiate(cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, limit_train_batches=batches, callbacks=callbacks)
+    trainer = instantiate(
+        cfg.trainer, max_epochs=1, logger=False, limit_val_batches=0, limit_train_batches=batches, callbacks=callbacks
+    )
     loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
     start = time.perf_counter()
     trainer.fit(module, loader)
@@ -114,22 +148,40 @@ def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def epoch_figures(data_dir: str, repeats: int, device: torch.device, model: tuple[str, ...] = (), batches: int | None = None) -> dict:
+def epoch_figures(
+    data_dir: str, repeats: int, device: torch.device, model: tuple[str, ...] = (), batches: int | None = None
+) -> dict:
     """Median epoch seconds of both paths, the data resident on `device`, and the median of their paired ratios (the
     baseline is measured here, not a constant); `model` overrides the network, `batches` limits the epoch."""
     cfg = bench_config(data_dir, device, *model)
     data = load_data(cfg).to(device)
     paths = {
-        "plain": lambda: plain_epoch(build_network(cfg), data.train_images, data.train_labels, cfg.data.batch_size, cfg.pretrain.optimizer.lr, batches),
+        "plain": lambda: plain_epoch(
+            build_network(cfg),
+            data.train_images,
+            data.train_labels,
+            cfg.data.batch_size,
+            cfg.pretrain.optimizer.lr,
+            batches,
+        ),
         "project": lambda: trainer_epoch(cfg, data, batches),
     }
     runs = alternating(paths, repeats)  # back-to-back pairs, each path first in every other pair
     plain, project = runs["plain"], runs["project"]
     # the ratio is taken within each pair: this shared machine's speed drifts by ±20% over a minute
     images = len(data.train_labels) if batches is None else min(len(data.train_labels), batches * cfg.data.batch_size)
-    return {"device": str(device), "model": cfg.model.net._target_, "images": images, "batch_size": cfg.data.batch_size, "plain_loop_s": statistics.median(plain),
-            "trainer_s": statistics.median(project), "ratio": statistics.median(t / p for t, p in zip(project, plain)),
-            "ratio_of_medians": statistics.median(project) / statistics.median(plain), "plain_loop_runs_s": plain, "trainer_runs_s": project}
+    return {
+        "device": str(device),
+        "model": cfg.model.net._target_,
+        "images": images,
+        "batch_size": cfg.data.batch_size,
+        "plain_loop_s": statistics.median(plain),
+        "trainer_s": statistics.median(project),
+        "ratio": statistics.median(t / p for t, p in zip(project, plain)),
+        "ratio_of_medians": statistics.median(project) / statistics.median(plain),
+        "plain_loop_runs_s": plain,
+        "trainer_runs_s": project,
+    }
 
 
 def ties_figure(repeats: int) -> dict:
@@ -139,7 +191,13 @@ def ties_figure(repeats: int) -> dict:
         start = time.perf_counter()
         kernels.ties(tau, keep_fraction=0.2)
         runs.append(time.perf_counter() - start)
-    return {"vectors": 10, "parameters": 1_000_000, "keep_fraction": 0.2, "median_s": statistics.median(runs), "runs_s": runs}
+    return {
+        "vectors": 10,
+        "parameters": 1_000_000,
+        "keep_fraction": 0.2,
+        "median_s": statistics.median(runs),
+        "runs_s": runs,
+    }
 
 
 def head_to_head(data_dir: str, repeats: int, device: torch.device) -> dict:
@@ -147,33 +205,71 @@ def head_to_head(data_dir: str, repeats: int, device: torch.device) -> dict:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             for times in (cold, warm):  # the same cache: first empty, then full
-                command = [sys.executable, str(ROOT / "train.py"), "-m", f"experiment={HEAD_TO_HEAD}", "data=fashion_mnist",
-                           f"data.data_dir={data_dir}", "logger=none", f"cache.dir={tmp}/cache", f"paths.log_dir={tmp}/logs",
-                           f"trainer.accelerator={ACCELERATOR[device.type]}"]
+                command = [
+                    sys.executable,
+                    str(ROOT / "train.py"),
+                    "-m",
+                    f"experiment={HEAD_TO_HEAD}",
+                    "data=fashion_mnist",
+                    f"data.data_dir={data_dir}",
+                    "logger=none",
+                    f"cache.dir={tmp}/cache",
+                    f"paths.log_dir={tmp}/logs",
+                    f"trainer.accelerator={ACCELERATOR[device.type]}",
+                ]
                 start = time.perf_counter()
                 subprocess.run(command, check=True, capture_output=True, cwd=tmp)
                 times.append(time.perf_counter() - start)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child: one multirun process
-    return {"device": str(device), "experiments": HEAD_TO_HEAD.split(","), "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
-            "cold_runs_s": cold, "warm_runs_s": warm, "peak_rss_gb": peak_kb / 2**20}
+    return {
+        "device": str(device),
+        "experiments": HEAD_TO_HEAD.split(","),
+        "cold_s": statistics.median(cold),
+        "warm_s": statistics.median(warm),
+        "cold_runs_s": cold,
+        "warm_runs_s": warm,
+        "peak_rss_gb": peak_kb / 2**20,
+    }
 
 
 def merge_steps(data_dir: str) -> dict:
     """Seconds of each method's merge step (merge/statistics + merge/search in timings.json), one seed, 10 per-class
     tasks, the fine-tunes already in the cache (one multirun over every method)."""
     with tempfile.TemporaryDirectory() as tmp:
-        common = ["data=fashion_mnist", f"data.data_dir={data_dir}", "logger=none", f"cache.dir={tmp}/cache", f"paths.log_dir={tmp}/logs"]
-        subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=individual", *common], check=True, capture_output=True, cwd=tmp)
+        common = [
+            "data=fashion_mnist",
+            f"data.data_dir={data_dir}",
+            "logger=none",
+            f"cache.dir={tmp}/cache",
+            f"paths.log_dir={tmp}/logs",
+        ]
+        subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "experiment=individual", *common],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
         sweep = Path(tmp) / "sweep"
-        command = [sys.executable, str(ROOT / "train.py"), "-m", f"experiment={','.join(METHODS)}", *common, f"hydra.sweep.dir={sweep}"]
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            f"experiment={','.join(METHODS)}",
+            *common,
+            f"hydra.sweep.dir={sweep}",
+        ]
         subprocess.run(command, check=True, capture_output=True, cwd=tmp)
         seconds = {}
         for timings in sweep.glob("*/timings.json"):
             metrics = json.loads((timings.parent / "metrics.json").read_text())
             times = json.loads(timings.read_text())
             seconds[metrics["merge_method"]] = times["merge/statistics_s"] + times["merge/search_s"]
-    return {"tasks": "10 × one class", "seconds": dict(sorted(seconds.items())), "task_arithmetic_s": seconds["task_arithmetic"],
-            "slowest": max(seconds, key=seconds.get)}
+    return {
+        "tasks": "10 × one class",
+        "seconds": dict(sorted(seconds.items())),
+        "task_arithmetic_s": seconds["task_arithmetic"],
+        "slowest": max(seconds, key=seconds.get),
+    }
 
 
 def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict:
@@ -181,7 +277,10 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
     sweep=class_incremental, nothing cached, and of a plain loop doing sequential's work; measured in this process in
     rounds after one warm-up round, each round running every path once in an order that alternates (the ratios: the
     median of the rounds' ratios, as the epoch figure's)."""
-    configs = {name: bench_config(data_dir, device, "sweep=class_incremental", f"experiment={name}", "cache.enabled=false") for name in CONTINUAL}
+    configs = {
+        name: bench_config(data_dir, device, "sweep=class_incremental", f"experiment={name}", "cache.enabled=false")
+        for name in CONTINUAL
+    }
     cfg = configs["sequential"]
     data = load_data(cfg).to(device)
 
@@ -196,7 +295,9 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
         start = time.perf_counter()
         for i in range(len(cfg.tasks)):
             rows = data.split.task_train(i)
-            plain_epoch(net, data.train_images[rows], data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr)
+            plain_epoch(
+                net, data.train_images[rows], data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr
+            )
             with torch.no_grad():
                 net(val).argmax(dim=1)
         synchronize(device)
@@ -205,10 +306,17 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
     paths = {"plain": plain} | {name: (lambda name=name: project(name)) for name in CONTINUAL}
     runs = alternating(paths, repeats, warmup=1)
     seq = runs["sequential"]
-    return {"seconds": {k: statistics.median(v) for k, v in runs.items() if k != "plain"}, "plain_loop_s": statistics.median(runs["plain"]),
-            "sequential_vs_plain": statistics.median(s / p for s, p in zip(seq, runs["plain"])),
-            "vs_sequential": {k: statistics.median(t / s for t, s in zip(v, seq)) for k, v in runs.items() if k not in ("plain", "sequential")},
-            "runs_s": runs}
+    return {
+        "seconds": {k: statistics.median(v) for k, v in runs.items() if k != "plain"},
+        "plain_loop_s": statistics.median(runs["plain"]),
+        "sequential_vs_plain": statistics.median(s / p for s, p in zip(seq, runs["plain"])),
+        "vs_sequential": {
+            k: statistics.median(t / s for t, s in zip(v, seq))
+            for k, v in runs.items()
+            if k not in ("plain", "sequential")
+        },
+        "runs_s": runs,
+    }
 
 
 def main() -> None:
@@ -218,12 +326,23 @@ def main() -> None:
     parser.add_argument("--continual-repeats", type=int, default=5)
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", default=str(ROOT / "logs" / "bench" / "bench.json"))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=list(ACCELERATOR),
-                        help="where the epochs, the head-to-head and the ResNet-18 epoch run, the data resident there")
-    parser.add_argument("--resnet-batches", type=int, default=None, help="batches of the ResNet-18 epoch (default: 4 on a CPU, all on a GPU)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        choices=list(ACCELERATOR),
+        help="where the epochs, the head-to-head and the ResNet-18 epoch run, the data resident there",
+    )
+    parser.add_argument(
+        "--resnet-batches",
+        type=int,
+        default=None,
+        help="batches of the ResNet-18 epoch (default: 4 on a CPU, all on a GPU)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    resnet_batches = args.resnet_batches or (4 if device.type == "cpu" else None)  # a whole epoch takes ~10 min on 2 CPU cores
+    resnet_batches = args.resnet_batches or (
+        4 if device.type == "cpu" else None
+    )  # a whole epoch takes ~10 min on 2 CPU cores
 
     result = {"machine": machine(), "targets": TARGETS, "device": str(device)}
     result["epoch"] = epoch_figures(args.data_dir, args.repeats, device)
@@ -241,7 +360,8 @@ def main() -> None:
         "peak_rss_gb": result["head_to_head"]["peak_rss_gb"] <= TARGETS["peak_rss_gb"],
         "merge_step_s": max(result["merge_step"]["seconds"].values()) <= TARGETS["merge_step_s"],
         "sequential_vs_plain": result["continual"]["sequential_vs_plain"] <= TARGETS["sequential_vs_plain"],
-        "continual_vs_sequential": max(result["continual"]["vs_sequential"].values()) <= TARGETS["continual_vs_sequential"],
+        "continual_vs_sequential": max(result["continual"]["vs_sequential"].values())
+        <= TARGETS["continual_vs_sequential"],
         "resnet18_epoch_ratio": result["resnet18_epoch"]["ratio"] <= TARGETS["resnet18_epoch_ratio"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

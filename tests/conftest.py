@@ -61,15 +61,26 @@ def write_cifar_files(root: Path, classes: int = 10, per_class_train: int = 20, 
     folder.mkdir(parents=True, exist_ok=True)
     key = "labels" if classes == 10 else "fine_labels"
     train, test = _labels(classes, per_class_train, 1), _labels(classes, per_class_test, 2)
-    parts = list(zip([f"data_batch_{i}" for i in range(1, 6)], train.tensor_split(5))) if classes == 10 else [("train", train)]
+    parts = (
+        list(zip([f"data_batch_{i}" for i in range(1, 6)], train.tensor_split(5)))
+        if classes == 10
+        else [("train", train)]
+    )
     for name, labels in [*parts, ("test_batch" if classes == 10 else "test", test)]:
         seed = 3 + len(name)
-        entry = {"batch_label": name, key: labels.tolist(), "data": synthetic_colour_images(labels, seed, classes).reshape(len(labels), -1).numpy(),
-                 "filenames": [f"{i}.png" for i in range(len(labels))]}
+        entry = {
+            "batch_label": name,
+            key: labels.tolist(),
+            "data": synthetic_colour_images(labels, seed, classes).reshape(len(labels), -1).numpy(),
+            "filenames": [f"{i}.png" for i in range(len(labels))],
+        }
         if classes == 100:
             entry["coarse_labels"] = (labels // 5).tolist()
         _pickle(folder / name, entry)
-    _pickle(folder / ("batches.meta" if classes == 10 else "meta"), {"label_names" if classes == 10 else "fine_label_names": [str(c) for c in range(classes)]})
+    _pickle(
+        folder / ("batches.meta" if classes == 10 else "meta"),
+        {"label_names" if classes == 10 else "fine_label_names": [str(c) for c in range(classes)]},
+    )
     return root
 
 
@@ -81,7 +92,10 @@ def write_svhn_files(root: Path, per_class_train: int = 20, per_class_test: int 
     for name, per_class, seed in (("train", per_class_train, 1), ("test", per_class_test, 2)):
         labels = _labels(10, per_class, seed)
         images = synthetic_colour_images(labels, seed, 10).permute(2, 3, 1, 0).numpy()
-        savemat(root / f"{name}_32x32.mat", {"X": images, "y": torch.where(labels == 0, 10, labels).numpy().astype("uint8")[:, None]})
+        savemat(
+            root / f"{name}_32x32.mat",
+            {"X": images, "y": torch.where(labels == 0, 10, labels).numpy().astype("uint8")[:, None]},
+        )
     return root
 
 

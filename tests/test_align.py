@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import FAST, make_cfg
 from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
 from music.cache import ArtifactCache
 from music.evaluation import allowed_classes, predict
@@ -10,8 +11,6 @@ from music.experiment import Experiment
 from music.run import load_data, run
 from music.strategies.align import align, shots_of
 from music.strategies.merging import task_vectors
-
-from conftest import FAST, make_cfg
 
 
 def random_rotation(d: int, seed: int) -> torch.Tensor:
@@ -97,14 +96,32 @@ def test_per_task_merge_keeps_every_task_its_own_head(tmp_path, mnist_dir):
 
 @pytest.mark.parametrize("name", ["merged", "sequential", "individual", "ties", "tangent"])
 def test_strategies_run_with_per_task_heads(tmp_path, mnist_dir, name):
-    metrics = run(make_cfg(tmp_path, mnist_dir, f"experiment={name}", *FAST, "model.head=per_task", "tasks=[[0,1],[2,3,4]]"))
+    metrics = run(
+        make_cfg(tmp_path, mnist_dir, f"experiment={name}", *FAST, "model.head=per_task", "tasks=[[0,1],[2,3,4]]")
+    )
     assert metrics["test/acc_task_0"] is not None and metrics["test/acc"] > 0.5
 
 
 @pytest.mark.parametrize("method", ["ft_classifier", "procrustes"])
 def test_alignment_reports_its_figures(tmp_path, mnist_dir, method):
-    metrics = run(make_cfg(tmp_path, mnist_dir, "experiment=ties", *FAST, f"align={method}", "align.shots_per_class=3", "tasks=[[0,1],[2,3]]"))
-    for key in ["test/acc_before_align", "val/acc_before_align", "align/kl_before", "align/kl_after", "align/shots_per_class"]:
+    metrics = run(
+        make_cfg(
+            tmp_path,
+            mnist_dir,
+            "experiment=ties",
+            *FAST,
+            f"align={method}",
+            "align.shots_per_class=3",
+            "tasks=[[0,1],[2,3]]",
+        )
+    )
+    for key in [
+        "test/acc_before_align",
+        "val/acc_before_align",
+        "align/kl_before",
+        "align/kl_after",
+        "align/shots_per_class",
+    ]:
         assert key in metrics
     if method == "procrustes":
         fit = metrics["align/procrustes"][0]
@@ -128,7 +145,12 @@ def test_ft_classifier_takes_one_adam_step_per_image_and_epoch_by_default(tmp_pa
     original = torch.optim.Adam.step
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
-    assert (exp.cfg.align.batch_size, exp.cfg.align.epochs, exp.cfg.align.shots_per_class, exp.cfg.align.sampling) == (1, 5, 5, "balanced")
+    assert (exp.cfg.align.batch_size, exp.cfg.align.epochs, exp.cfg.align.shots_per_class, exp.cfg.align.sampling) == (
+        1,
+        5,
+        5,
+        "balanced",
+    )
     theta0, vectors = task_vectors(exp, exp.tasks)
     steps.clear()  # the fine-tunes' own steps
     align(exp, exp.model(sum(vectors).apply_to(theta0, 0.5)))

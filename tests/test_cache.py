@@ -3,10 +3,9 @@ import logging
 import pytest
 import torch
 
+from conftest import make_cfg
 from music.cache import ArtifactCache, cache_key
 from music.experiment import theta0_material, training_material
-
-from conftest import make_cfg
 
 
 def counting_builder(value: float):
@@ -53,7 +52,9 @@ def test_keys_depend_on_the_data_itself_and_on_a_given_checkpoint(tmp_path):
     given = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}")
     reseeded = make_cfg(tmp_path, tmp_path, f"pretrain.checkpoint={checkpoint}", "seed=3")
     # the seed and split still shape the fine-tunes of a given θ0
-    assert cache_key(training_material(given, theta0_material(given, "fp"), {"task": [1]})) != cache_key(training_material(reseeded, theta0_material(reseeded, "fp"), {"task": [1]}))
+    assert cache_key(training_material(given, theta0_material(given, "fp"), {"task": [1]})) != cache_key(
+        training_material(reseeded, theta0_material(reseeded, "fp"), {"task": [1]})
+    )
     before = cache_key(theta0_material(given, "fp"))
     checkpoint.write_bytes(b"two")
     assert cache_key(theta0_material(given, "fp")) != before

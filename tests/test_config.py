@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
+from conftest import ROOT, make_cfg
 from music.config import validate
 from music.errors import ConfigError
 from music.strategies import STRATEGIES
-
-from conftest import ROOT, make_cfg
 
 BAD = [
     ("tasks=[[0],[12]]", "tasks[1]=[12]", "class ids are integers in 0..9"),
@@ -34,10 +33,18 @@ BAD = [
     ("experiment=ties merge.keep_fraction=[0.0]", "merge.keep_fraction=[0.0]", "(0, 1]"),
     ("experiment=dare merge.p=[1.0]", "merge.p=[1.0]", "numbers in [0, 1)"),
     ("experiment=regmean merge.alpha=[-0.1]", "merge.alpha=[-0.1]", "numbers in [0, 1]"),
-    ("experiment=tangent merge=fisher", "merge.method='fisher'", "a method without statistics of the network with finetune.linearized=true"),
+    (
+        "experiment=tangent merge=fisher",
+        "merge.method='fisher'",
+        "a method without statistics of the network with finetune.linearized=true",
+    ),
     ("experiment=dare merge.base=average", "merge.base='average'", "one of task_arithmetic, ties"),
     ("experiment=regmean merge.alpha=[]", "merge.alpha=[]", "non-empty list"),
-    ("experiment=task_arithmetic merge.method=soup", "merge.method='soup'", "one of task_arithmetic, average, ties, dare, fisher, regmean, tsv"),
+    (
+        "experiment=task_arithmetic merge.method=soup",
+        "merge.method='soup'",
+        "one of task_arithmetic, average, ties, dare, fisher, regmean, tsv",
+    ),
     ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "integer ≥ 1"),
     ("experiment=negation negation.target=[]", "negation.target=[]", "non-empty list of classes"),
     ("experiment=negation negation.control_floor=2", "negation.control_floor=2", "(0, 1]"),
@@ -66,7 +73,14 @@ def test_default_config_is_valid(tmp_path):
 
 def run_train(tmp_path, *overrides):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    args = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}", "logger=none", *overrides]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none",
+        *overrides,
+    ]
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 
@@ -80,38 +94,99 @@ def run_train(tmp_path, *overrides):
         # no files and no download: the message says where to put them
         (["data.download=false"], "Put its IDX files (plain or .gz) — train-images-idx3-ubyte"),
         # what Hydra refuses: one line too, with the available names
-        (["experiment=foo"], "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, average,"),
-        (["data=imagenet"], "Could not find 'data/imagenet': one of cifar10, cifar100, fashion_mnist, kmnist, mnist, svhn"),
+        (
+            ["experiment=foo"],
+            "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, average,",
+        ),
+        (
+            ["data=imagenet"],
+            "Could not find 'data/imagenet': one of cifar10, cifar100, fashion_mnist, kmnist, mnist, svhn",
+        ),
         (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
         (["seed=[1"], "error: "),
         # what torch refuses, named by its key
-        (["finetune.optimizer.lr=-1"], "error: finetune.optimizer.lr=-1 is not allowed: torch.optim.Adam refuses it: Invalid learning rate: -1"),
-        (["+finetune.optimizer.betas=[2,0.9]"], "error: finetune.optimizer.betas=[2, 0.9] is not allowed: torch.optim.Adam refuses it: Invalid beta parameter at index 0"),
-        (["+pretrain.optimizer.momentum=0.9"], "error: pretrain.optimizer.momentum=0.9 is not allowed: torch.optim.Adam refuses it"),
-        (["finetune.optimizer._target_=torch.optim.Adamx"], "error: finetune.optimizer._target_='torch.optim.Adamx' is not allowed: an importable class"),
-        (["+finetune.scheduler._target_=torch.optim.lr_scheduler.StepLR", "+finetune.scheduler._partial_=true", "+finetune.scheduler.step_size=1", "+finetune.scheduler.last_epoch=x"],
-         "error: finetune.scheduler.last_epoch='x' is not allowed: torch.optim.lr_scheduler.StepLR refuses it"),
+        (
+            ["finetune.optimizer.lr=-1"],
+            "error: finetune.optimizer.lr=-1 is not allowed: torch.optim.Adam refuses it: Invalid learning rate: -1",
+        ),
+        (
+            ["+finetune.optimizer.betas=[2,0.9]"],
+            "error: finetune.optimizer.betas=[2, 0.9] is not allowed: torch.optim.Adam refuses it: "
+            "Invalid beta parameter at index 0",
+        ),
+        (
+            ["+pretrain.optimizer.momentum=0.9"],
+            "error: pretrain.optimizer.momentum=0.9 is not allowed: torch.optim.Adam refuses it",
+        ),
+        (
+            ["finetune.optimizer._target_=torch.optim.Adamx"],
+            "error: finetune.optimizer._target_='torch.optim.Adamx' is not allowed: an importable class",
+        ),
+        (
+            [
+                "+finetune.scheduler._target_=torch.optim.lr_scheduler.StepLR",
+                "+finetune.scheduler._partial_=true",
+                "+finetune.scheduler.step_size=1",
+                "+finetune.scheduler.last_epoch=x",
+            ],
+            "error: finetune.scheduler.last_epoch='x' is not allowed: torch.optim.lr_scheduler.StepLR refuses it",
+        ),
         (["seed=abc"], "error: seed='abc' is not allowed: an integer in 0..4294967295"),
         (["seed=-1"], "error: seed=-1 is not allowed"),
         # one source of truth for the tasks and the seed
         (["data.tasks=[[1]]"], "error: Could not override 'data.tasks': Key 'tasks' is not in struct"),
-        (["+data.tasks=[[1]]"], "error: data.tasks=[[1]] is not allowed: not set in the data group: the root setting `tasks`"),
+        (
+            ["+data.tasks=[[1]]"],
+            "error: data.tasks=[[1]] is not allowed: not set in the data group: the root setting `tasks`",
+        ),
         (["+data.seed=3"], "error: data.seed=3 is not allowed"),
         # Lightning-hydra-template's habit: the epochs are the project's budget, not the Trainer's
-        (["trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs (θ0) or finetune.epochs"),
-        (["+trainer.max_epochs=5"], "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs"),
-        (["+finetune.scheduler._target_=torch.optim.lr_scheduler.OneCycleLR", "+finetune.scheduler._partial_=true", "+finetune.scheduler.max_lr=0.1",
-          "+finetune.scheduler.total_steps=-5"], "error: finetune.scheduler={"),  # no single key is wrong alone: the whole node is named
-        (["+trainer.max_steps=100"], "error: trainer.max_steps=100 is not allowed: null; a stage trains for pretrain.epochs"),
-        (["experiment=adamerging", "merge.steps=-1"], "error: merge.steps=-1 is not allowed: an integer in [1, 100000]"),
+        (
+            ["trainer.max_epochs=5"],
+            "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs (θ0) or finetune.epochs",
+        ),
+        (
+            ["+trainer.max_epochs=5"],
+            "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs",
+        ),
+        (
+            [
+                "+finetune.scheduler._target_=torch.optim.lr_scheduler.OneCycleLR",
+                "+finetune.scheduler._partial_=true",
+                "+finetune.scheduler.max_lr=0.1",
+                "+finetune.scheduler.total_steps=-5",
+            ],
+            "error: finetune.scheduler={",
+        ),  # no single key is wrong alone: the whole node is named
+        (
+            ["+trainer.max_steps=100"],
+            "error: trainer.max_steps=100 is not allowed: null; a stage trains for pretrain.epochs",
+        ),
+        (
+            ["experiment=adamerging", "merge.steps=-1"],
+            "error: merge.steps=-1 is not allowed: an integer in [1, 100000]",
+        ),
         (["experiment=consensus", "merge.k=abc"], "error: merge.k='abc' is not allowed: an integer in [1, 1000]"),
-        (["experiment=ft_classifier", "align.sampling=stratified"], "error: align.sampling='stratified' is not allowed: one of balanced, random"),
+        (
+            ["experiment=ft_classifier", "align.sampling=stratified"],
+            "error: align.sampling='stratified' is not allowed: one of balanced, random",
+        ),
         (["pretrain.target_val_acc=1.5"], "error: pretrain.target_val_acc=1.5 is not allowed: a number in (0, 1]"),
         # each continual method's and network's settings, as each declares them (SETTINGS); more below, in process
-        (["experiment=lwf", "continual.temperature=0"], "error: continual.temperature=0 is not allowed: a number in (0, inf)"),
-        (["model.net.hidden=[256,0]"], "error: model.net.hidden=[256, 0] is not allowed: a list of integers in [1, inf)"),
+        (
+            ["experiment=lwf", "continual.temperature=0"],
+            "error: continual.temperature=0 is not allowed: a number in (0, inf)",
+        ),
+        (
+            ["model.net.hidden=[256,0]"],
+            "error: model.net.hidden=[256, 0] is not allowed: a list of integers in [1, inf)",
+        ),
         # a cache that cannot be written: refused before θ0 trains, not after
-        (["cache.dir=/dev/null/cache"], "error: cache.dir='/dev/null/cache' is not allowed: a folder this process can create and write (/dev/null is not a folder)"),
+        (
+            ["cache.dir=/dev/null/cache"],
+            "error: cache.dir='/dev/null/cache' is not allowed: a folder this process can create and write "
+            "(/dev/null is not a folder)",
+        ),
     ],
 )
 def test_cli_refuses_a_bad_setting_with_one_line_and_status_2(tmp_path, overrides, message):
@@ -123,20 +198,38 @@ def test_cli_refuses_a_bad_setting_with_one_line_and_status_2(tmp_path, override
     assert not (tmp_path / "logs" / "cache").exists()
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         (["experiment=lwf", "continual.alpha=-0.5"], "continual.alpha=-0.5 is not allowed: a number in [0, inf)"),
         (["experiment=ewc", "continual.strength=-1"], "continual.strength=-1 is not allowed: a number in [0, inf)"),
         (["experiment=ewc", "continual.decay=1.5"], "continual.decay=1.5 is not allowed: a number in [0, 1]"),
-        (["experiment=ewc", "continual.num_samples=0"], "continual.num_samples=0 is not allowed: an integer in [1, inf)"),
+        (
+            ["experiment=ewc", "continual.num_samples=0"],
+            "continual.num_samples=0 is not allowed: an integer in [1, inf)",
+        ),
         (["experiment=replay", "continual.balanced=maybe"], "continual.balanced='maybe' is not allowed: true or false"),
-        (["experiment=replay", "continual.memory_size=-1"], "continual.memory_size=-1 is not allowed: an integer in [1, inf)"),
-        (["experiment=agem", "continual.sample_size=0.5"], "continual.sample_size=0.5 is not allowed: an integer in [1, inf)"),
-        (["model=cnn", "model.net.channels=[32,-64]"], "model.net.channels=[32, -64] is not allowed: a list of integers in [1, inf)"),
+        (
+            ["experiment=replay", "continual.memory_size=-1"],
+            "continual.memory_size=-1 is not allowed: an integer in [1, inf)",
+        ),
+        (
+            ["experiment=agem", "continual.sample_size=0.5"],
+            "continual.sample_size=0.5 is not allowed: an integer in [1, inf)",
+        ),
+        (
+            ["model=cnn", "model.net.channels=[32,-64]"],
+            "model.net.channels=[32, -64] is not allowed: a list of integers in [1, inf)",
+        ),
         (["model=cnn", "model.net.batchnorm=2"], "model.net.batchnorm=2 is not allowed: true or false"),
         (["model=resnet18", "model.net.width=0"], "model.net.width=0 is not allowed: an integer in [1, inf)"),
         (["model=vit_small", "model.net.heads=0"], "model.net.heads=0 is not allowed: an integer in [1, inf)"),
-        (["finetune.optimizer_state=keep"], "finetune.optimizer_state='keep' is not allowed: fresh (each sequential stage"),
-])
+        (
+            ["finetune.optimizer_state=keep"],
+            "finetune.optimizer_state='keep' is not allowed: fresh (each sequential stage",
+        ),
+    ],
+)
 def test_declared_settings_are_checked_before_any_work(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as refused:
         validate(make_cfg(tmp_path, tmp_path / "nodata", *overrides), STRATEGIES)
@@ -146,7 +239,9 @@ def test_declared_settings_are_checked_before_any_work(tmp_path, overrides, mess
 def test_a_setting_lightning_refuses_is_one_line_too(tmp_path, mnist_dir):
     result = run_train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=pretrain", "trainer.precision=abc")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().startswith("error: trainer.precision='abc' is not allowed: lightning.pytorch.Trainer refuses it: Precision 'abc' is invalid")
+    assert result.stderr.strip().startswith(
+        "error: trainer.precision='abc' is not allowed: lightning.pytorch.Trainer refuses it: Precision 'abc' is invalid"
+    )
     assert "\n" not in result.stderr.strip() and "Traceback" not in result.stderr + result.stdout
     assert not list((tmp_path / "run").glob("metrics.json"))
 
@@ -155,7 +250,9 @@ def test_more_shots_than_a_task_has_is_rejected_before_training(tmp_path, mnist_
     from music.run import run
 
     # 60 training images per class: 30 go to θ0, 3 of the other 30 to validation, 27 remain per class
-    cfg = make_cfg(tmp_path, mnist_dir, "experiment=ties", "align=ft_classifier", "align.shots_per_class=28", "tasks=[[0,1],[2,3]]")
+    cfg = make_cfg(
+        tmp_path, mnist_dir, "experiment=ties", "align=ft_classifier", "align.shots_per_class=28", "tasks=[[0,1],[2,3]]"
+    )
     with pytest.raises(ConfigError, match=r"align.shots_per_class=28 is not allowed: at most 27"):
         run(cfg)
     assert not (tmp_path / "cache").exists()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAST, ROOT, make_cfg
 from music.run import run
 from music.tracking import summary_lines
-
-from conftest import FAST, ROOT, make_cfg
 
 PREFIX = re.compile(r"^(\x1b\[[0-9;]*m|\[)*\d{4}-\d\d-\d\d [\d:,]+.*? - ")  # colorlog's "[time][logger][LEVEL] - "
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -22,8 +21,14 @@ def screen_lines(output: str) -> list[str]:
 
 
 def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(tmp_path, fashion_dir):
-    command = [sys.executable, str(ROOT / "train.py"), "experiment=sequential", "data=fashion_mnist", f"data.data_dir={fashion_dir}",
-               f"paths.log_dir={tmp_path / 'logs'}"]  # make train's command, W&B (offline) included, cold cache
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=sequential",
+        "data=fashion_mnist",
+        f"data.data_dir={fashion_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]  # make train's command, W&B (offline) included, cold cache
     # one stream, as a terminal shows both; bytes, since text mode would turn tqdm's \r into \n
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=600)
     output = result.stdout.decode()
@@ -41,7 +46,9 @@ def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(t
     assert messages[-5].startswith("sequential · fashion_mnist · 10 tasks · seed 0")
     assert re.match(r"^  test/acc 0\.\d{4} · val/acc 0\.\d{4} · θ0 test/acc 0\.\d{4}$", messages[-4])
     assert re.match(r"^  forgetting 0\.\d{4} · bwt -0\.\d{4}$", messages[-3])
-    assert messages[-2].endswith("metrics.json") and messages[-1].startswith("  W&B offline run: upload it with `wandb sync ")
+    assert messages[-2].endswith("metrics.json") and messages[-1].startswith(
+        "  W&B offline run: upload it with `wandb sync "
+    )
 
 
 @pytest.mark.parametrize("off", ["trainer.enable_progress_bar=false", "callbacks=none"])
@@ -50,13 +57,28 @@ def test_without_progress_bars_each_stage_logs_one_line(tmp_path, mnist_dir, cap
     run(make_cfg(tmp_path, mnist_dir, "experiment=sequential", "tasks=[[1],[2]]", off, *FAST))
     assert "it/s" not in capsys.readouterr().err  # no bar at all, Lightning's own default one included
     assert [r.getMessage().split(" on ")[0] for r in caplog.records if r.getMessage().startswith("training ")] == [
-        "training pretrain", "training sequential/stage_0", "training sequential/stage_1"]
+        "training pretrain",
+        "training sequential/stage_0",
+        "training sequential/stage_1",
+    ]
 
 
 def test_summary_lines_give_the_headline_figures_of_each_kind_of_run(tmp_path):
-    merge = {"experiment": "task_arithmetic+ft_classifier", "strategy": "merge", "dataset": "mnist", "tasks": [[1]], "seed": 3,
-             "test/acc": 0.5, "val/acc": 0.25, "theta0/test/acc": 0.125, "lambda": 0.0, "merge/collapsed_to_theta0": True,
-             "test/acc_before_align": 0.375, "align/method": "ft_classifier", "theta0/target_val_acc": None}
+    merge = {
+        "experiment": "task_arithmetic+ft_classifier",
+        "strategy": "merge",
+        "dataset": "mnist",
+        "tasks": [[1]],
+        "seed": 3,
+        "test/acc": 0.5,
+        "val/acc": 0.25,
+        "theta0/test/acc": 0.125,
+        "lambda": 0.0,
+        "merge/collapsed_to_theta0": True,
+        "test/acc_before_align": 0.375,
+        "align/method": "ft_classifier",
+        "theta0/target_val_acc": None,
+    }
     assert summary_lines(merge, Path("out")) == [
         "task_arithmetic+ft_classifier · mnist · 1 task · seed 3",
         "  test/acc 0.5000 · val/acc 0.2500 · θ0 test/acc 0.1250",
@@ -64,12 +86,27 @@ def test_summary_lines_give_the_headline_figures_of_each_kind_of_run(tmp_path):
         "  alignment ft_classifier: test/acc 0.3750 → 0.5000",
         "  → out/metrics.json",
     ]
-    pretrain = {"experiment": "pretrain", "strategy": "pretrain", "dataset": "mnist", "tasks": [[1], [2]], "seed": 0, "test/acc": 0.9,
-                "val/acc": 0.92, "theta0/test/acc": 0.9, "theta0/val/acc": 0.92, "theta0/target_val_acc": 0.917}
-    assert summary_lines(pretrain, Path("out"))[1:3] == ["  test/acc 0.9000 · val/acc 0.9200", "  θ0 val/acc 0.9200 for a target of 0.917"]
+    pretrain = {
+        "experiment": "pretrain",
+        "strategy": "pretrain",
+        "dataset": "mnist",
+        "tasks": [[1], [2]],
+        "seed": 0,
+        "test/acc": 0.9,
+        "val/acc": 0.92,
+        "theta0/test/acc": 0.9,
+        "theta0/val/acc": 0.92,
+        "theta0/target_val_acc": 0.917,
+    }
+    assert summary_lines(pretrain, Path("out"))[1:3] == [
+        "  test/acc 0.9000 · val/acc 0.9200",
+        "  θ0 val/acc 0.9200 for a target of 0.917",
+    ]
 
 
-@pytest.mark.parametrize(("debug", "expected"), [("limit", {"limit_train_batches": 5, "limit_val_batches": 1}), ("profiler", {})])
+@pytest.mark.parametrize(
+    ("debug", "expected"), [("limit", {"limit_train_batches": 5, "limit_val_batches": 1}), ("profiler", {})]
+)
 def test_debug_configs_run(tmp_path, mnist_dir, debug, expected):
     cfg = make_cfg(tmp_path, mnist_dir, "experiment=sequential", "tasks=[[1],[2]]", f"debug={debug}")
     assert not cfg.cache.enabled and all(cfg.trainer[k] == v for k, v in expected.items())

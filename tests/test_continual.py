@@ -277,7 +277,9 @@ def test_an_optimizer_state_survives_flattening_and_loads_into_a_new_optimizer()
         net(torch.randn(5, 1, 28, 28, generator=gen(1))).square().sum().backward()
         adam.step()
     flat = optimizer_state.flatten(adam.state_dict())
-    assert sorted(flat)[:3] == ["optimizer/0/exp_avg", "optimizer/0/exp_avg_sq", "optimizer/0/step"] and len(flat) == 3 * 4
+    assert (
+        sorted(flat)[:3] == ["optimizer/0/exp_avg", "optimizer/0/exp_avg_sq", "optimizer/0/step"] and len(flat) == 3 * 4
+    )
     weights, state = optimizer_state.split(net.state_dict() | flat)
     assert weights.keys() == net.state_dict().keys()
     fresh = torch.optim.Adam(tiny_net(1).parameters(), lr=5e-4)
@@ -295,13 +297,14 @@ def test_carried_optimizer_state_counts_every_stage_and_is_cached_apart(tmp_path
     (nothing to carry yet) trains exactly as with fresh."""
     from safetensors.torch import load_file
 
-    from music.run import load_data, run
-
     from conftest import FAST, make_cfg
+    from music.run import load_data, run
 
     common = ["experiment=sequential", *FAST, "tasks=[[0,1],[2,3]]", "data.batch_size=16"]
     fresh = run(make_cfg(tmp_path / "fresh", mnist_dir, *common, cache_dir=tmp_path / "cache"))
-    cfg = make_cfg(tmp_path / "carry", mnist_dir, *common, "finetune.optimizer_state=carry", cache_dir=tmp_path / "cache")
+    cfg = make_cfg(
+        tmp_path / "carry", mnist_dir, *common, "finetune.optimizer_state=carry", cache_dir=tmp_path / "cache"
+    )
     carried = run(cfg)
     assert (fresh["optimizer_state"], carried["optimizer_state"]) == ("fresh", "carry")
     entries = [load_file(p) for p in (tmp_path / "cache").glob("sequential-*.safetensors")]
@@ -312,6 +315,8 @@ def test_carried_optimizer_state_counts_every_stage_and_is_cached_apart(tmp_path
     batches = [math.ceil(len(split.task_train(i)) / 16) for i in range(2)]
     assert [float(e["optimizer/0/step"]) for e in carry_stages] == [batches[0], batches[0] + batches[1]]
     weights = [{k: v for k, v in e.items() if not k.startswith("optimizer/")} for e in carry_stages]
-    first = next(e for e in fresh_stages if all(torch.equal(e[k], weights[0][k]) for k in e))  # stage 0: the same weights
+    first = next(
+        e for e in fresh_stages if all(torch.equal(e[k], weights[0][k]) for k in e)
+    )  # stage 0: the same weights
     second = next(e for e in fresh_stages if e is not first)
     assert not all(torch.equal(second[k], weights[1][k]) for k in second)  # stage 1 moved differently

@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FAST, make_cfg, write_cifar_files, write_svhn_files
 from music.data import DATASETS, load_dataset
 from music.data.task_data import load_normalized
 from music.errors import DataError
 from music.run import run
 
-from conftest import FAST, make_cfg, write_cifar_files, write_svhn_files
 
-
-@pytest.mark.parametrize(("name", "classes", "write"), [("cifar10", 10, write_cifar_files), ("cifar100", 100, partial(write_cifar_files, classes=100, per_class_test=1)),
-                                                          ("svhn", 10, write_svhn_files)])
+@pytest.mark.parametrize(
+    ("name", "classes", "write"),
+    [
+        ("cifar10", 10, write_cifar_files),
+        ("cifar100", 100, partial(write_cifar_files, classes=100, per_class_test=1)),
+        ("svhn", 10, write_svhn_files),
+    ],
+)
 def test_colour_datasets_read_from_their_real_formats(tmp_path, name, classes, write):
     write(tmp_path)
     splits = load_dataset(name, tmp_path, download=False)
@@ -41,7 +46,12 @@ def test_cifar_rows_are_channel_major_and_svhn_zero_is_labelled_ten(tmp_path):
         with open(folder / name, "wb") as f:
             pickle.dump({"data": row, "labels": [3]}, f, protocol=2)
     images, labels = load_dataset("cifar10", tmp_path, download=False)["train"]
-    assert images.shape == (5, 3, 32, 32) and images[0, 1, 5, 7] == 200 and images.sum() == 5 * 200 and labels.tolist() == [3] * 5
+    assert (
+        images.shape == (5, 3, 32, 32)
+        and images[0, 1, 5, 7] == 200
+        and images.sum() == 5 * 200
+        and labels.tolist() == [3] * 5
+    )
     x = np.zeros((32, 32, 3, 2), dtype=np.uint8)
     x[4, 9, 2, 1] = 77  # image 1, blue channel, row 4, column 9
     (tmp_path / "svhn").mkdir()
@@ -70,9 +80,13 @@ def test_a_cifar_download_moves_into_torchvisions_layout_and_offline_names_the_f
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     splits = load_dataset("cifar10", tmp_path / "data", download=True)
-    assert len(splits["train"][1]) == 50 and sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar-10-batches-py"]
+    assert len(splits["train"][1]) == 50 and sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "cifar-10-batches-py"
+    ]
     monkeypatch.undo()
-    monkeypatch.setattr(torchvision.datasets.CIFAR100, "url", "http://127.0.0.1:9/cifar-100-python.tar.gz")  # nothing listens there
+    monkeypatch.setattr(
+        torchvision.datasets.CIFAR100, "url", "http://127.0.0.1:9/cifar-100-python.tar.gz"
+    )  # nothing listens there
     with pytest.raises(DataError) as err:
         load_dataset("cifar100", tmp_path / "offline", download=True)
     assert "download failed" in str(err.value) and str(tmp_path / "offline" / "cifar-100-python") in str(err.value)
@@ -84,7 +98,10 @@ def test_tasks_are_checked_against_the_datasets_classes(tmp_path):
     from music.errors import ConfigError
     from music.strategies import STRATEGIES
 
-    with pytest.raises(ConfigError, match=r"tasks\[0\]=\[10\] is not allowed: class ids are integers in 0..9 \(cifar10 has 10 classes\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tasks\[0\]=\[10\] is not allowed: class ids are integers in 0..9 \(cifar10 has 10 classes\)",
+    ):
         validate(make_cfg(tmp_path, tmp_path, "data=cifar10", "tasks=[[10]]"), STRATEGIES)
     validate(make_cfg(tmp_path, tmp_path, "data=cifar100", "tasks=[[10],[99]]"), STRATEGIES)
 
@@ -96,25 +113,51 @@ def test_default_tasks_are_one_per_class_of_the_dataset_and_a_bad_network_settin
 
     assert make_cfg(tmp_path, tmp_path, "data=cifar100").tasks == [[c] for c in range(100)]
     assert make_cfg(tmp_path, tmp_path, "data=svhn").tasks == [[c] for c in range(10)]
-    with pytest.raises(ConfigError, match=r"^model.net.heads=3 is not allowed: music.models.ViT refuses it: .*divisible"):
-        validate(make_cfg(tmp_path, tmp_path, "data=cifar10", "model=vit_small", "model.net.dim=16", "model.net.heads=3"), STRATEGIES)
+    with pytest.raises(
+        ConfigError, match=r"^model.net.heads=3 is not allowed: music.models.ViT refuses it: .*divisible"
+    ):
+        validate(
+            make_cfg(tmp_path, tmp_path, "data=cifar10", "model=vit_small", "model.net.dim=16", "model.net.heads=3"),
+            STRATEGIES,
+        )
 
 
-SMALL = {"resnet18": ["model=resnet18", "model.net.width=4"], "vit_small": ["model=vit_small", "model.net.dim=16", "model.net.mlp_dim=32", "model.net.layers=1",
-                                                                            "model.net.heads=2", "model.net.patch=8"]}
+SMALL = {
+    "resnet18": ["model=resnet18", "model.net.width=4"],
+    "vit_small": [
+        "model=vit_small",
+        "model.net.dim=16",
+        "model.net.mlp_dim=32",
+        "model.net.layers=1",
+        "model.net.heads=2",
+        "model.net.patch=8",
+    ],
+}
 
 
 @pytest.mark.parametrize("model", SMALL)
 @pytest.mark.parametrize("experiment", ["sequential", "task_arithmetic", "ties", "ewc"])
 def test_resnet_and_vit_run_end_to_end_on_cifar(tmp_path, tmp_path_factory, cifar10_dir, model, experiment):
     cache = tmp_path_factory.getbasetemp() / f"cifar-cache-{model}"  # θ0 and the fine-tunes shared by a model's runs
-    cfg = make_cfg(tmp_path, cifar10_dir, "data=cifar10", f"experiment={experiment}", "tasks=[[0,1],[2,3]]", *SMALL[model], *FAST,
-                   "data.download=false", "data.batch_size=16", cache_dir=cache)
+    cfg = make_cfg(
+        tmp_path,
+        cifar10_dir,
+        "data=cifar10",
+        f"experiment={experiment}",
+        "tasks=[[0,1],[2,3]]",
+        *SMALL[model],
+        *FAST,
+        "data.download=false",
+        "data.batch_size=16",
+        cache_dir=cache,
+    )
     metrics = run(cfg)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"] == "cifar10"
     assert metrics["experiment"] == experiment and 0 <= metrics["test/acc"] <= 1
     # 5 test images per class: every accuracy is a multiple of 1/50 (overall) and of 1/5 (per class)
-    assert round(metrics["test/acc"] * 50, 6).is_integer() and all(round(metrics[f"test/acc_class_{c}"] * 5, 6).is_integer() for c in range(10))
+    assert round(metrics["test/acc"] * 50, 6).is_integer() and all(
+        round(metrics[f"test/acc_class_{c}"] * 5, 6).is_integer() for c in range(10)
+    )
     if experiment in ("sequential", "ewc"):
         assert len(metrics["acc_matrix"]) == 2 and len(metrics["acc_matrix"][0]) == 2
     else:  # λ = 0 is θ0 itself: its point on the curve is θ0's validation accuracy

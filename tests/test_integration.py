@@ -12,27 +12,46 @@ import lightning as L
 import pytest
 import torch
 
+from conftest import CONFIGS, FAST, ROOT, make_cfg, write_mnist_files
 from music.data import TaskData, load_dataset
 from music.data.datamodule import MusicDataModule
 from music.errors import DataError
 from music.experiment import Experiment
-from music.models import MLP
 from music.merging.methods import METHODS
+from music.models import MLP
 from music.models.classifier import Classifier
 from music.run import load_data, run
 
-from conftest import CONFIGS, FAST, ROOT, make_cfg, write_mnist_files
-
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 CONTRACT = ["experiment", "seed", "dataset", "test/acc", "test/acc_seen", "test/acc_unseen", "val/acc"]
-MERGE = ["lambda", "lambda_curve", "test/acc_oracle_lambda", "merge_method", "diagnostics/cosine", "diagnostics/norms", "diagnostics/sign_conflict_fraction"]
+MERGE = [
+    "lambda",
+    "lambda_curve",
+    "test/acc_oracle_lambda",
+    "merge_method",
+    "diagnostics/cosine",
+    "diagnostics/norms",
+    "diagnostics/sign_conflict_fraction",
+]
 PER_STRATEGY = {
-    **{m: ["acc_matrix", "average_acc", "forgetting", "bwt", "continual/method", "continual/memory", "continual/kept"]
-       for m in ("sequential", "ewc", "lwf", "replay", "agem")},
+    **{
+        m: ["acc_matrix", "average_acc", "forgetting", "bwt", "continual/method", "continual/memory", "continual/kept"]
+        for m in ("sequential", "ewc", "lwf", "replay", "agem")
+    },
     "individual": ["individual_acc_matrix"],
-    "negation": ["lambda", "lambda_curve", "test/target_acc", "test/target_acc_before", "test/control_acc", "test/control_acc_before"],
+    "negation": [
+        "lambda",
+        "lambda_curve",
+        "test/target_acc",
+        "test/target_acc_before",
+        "test/control_acc",
+        "test/control_acc_before",
+    ],
     # every merge method: the contract, its labels and its picked knobs (DARE's base, task arithmetic, has none)
-    **{m: MERGE + ["merge/data", "merge/task_id", "merge/collapsed_to_theta0", *method.knobs] for m, method in METHODS.items()},
+    **{
+        m: MERGE + ["merge/data", "merge/task_id", "merge/collapsed_to_theta0", *method.knobs]
+        for m, method in METHODS.items()
+    },
     "tangent": MERGE,
     "ft_classifier": MERGE + ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/shots_per_class"],
 }
@@ -75,7 +94,9 @@ def test_sequential_matrix_has_a_row_per_stage_ending_in_the_final_task_accuraci
 
 
 def test_lambda_is_picked_on_validation_and_oracle_is_the_best_test_point(tmp_path, mnist_dir, shared_cache):
-    metrics = run_experiment(tmp_path, mnist_dir, shared_cache, "task_arithmetic", "tasks=[[0,1],[2,3]]", "merge.lambdas=[0.0,0.3,1.0,2.0]")
+    metrics = run_experiment(
+        tmp_path, mnist_dir, shared_cache, "task_arithmetic", "tasks=[[0,1],[2,3]]", "merge.lambdas=[0.0,0.3,1.0,2.0]"
+    )
     curve = metrics["lambda_curve"]
     assert [p["lambda"] for p in curve] == [0.0, 0.3, 1.0, 2.0]
     best_val = max(p["val/acc"] for p in curve)
@@ -101,7 +122,9 @@ def test_checkpoints_reload_with_weights_only(tmp_path, mnist_dir):
     [ckpt] = list((tmp_path / "run").rglob("*.ckpt"))
     payload = torch.load(ckpt, weights_only=True)
     assert payload["hyper_parameters"]["tasks"] == [[c] for c in range(10)]
-    module = Classifier.load_from_checkpoint(ckpt, net=MLP(10, [1, 28, 28]), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    module = Classifier.load_from_checkpoint(
+        ckpt, net=MLP(10, [1, 28, 28]), optimizer=partial(torch.optim.Adam, lr=1e-3)
+    )
     assert torch.equal(module.net.head.weight, payload["state_dict"]["net.head.weight"])
 
 
@@ -109,8 +132,12 @@ def test_music_datamodule_feeds_lightning_the_pretrain_split(tmp_path, mnist_dir
     cfg = make_cfg(tmp_path, mnist_dir, "data._target_=music.data.datamodule.MusicDataModule", "data.batch_size=64")
     data = load_data(cfg)
     assert isinstance(data, MusicDataModule) and isinstance(data, TaskData)  # experiments accept it too
-    module = Classifier(MLP(10, [1, 28, 28]), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)], num_classes=10)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module = Classifier(
+        MLP(10, [1, 28, 28]), partial(torch.optim.Adam, lr=1e-3), tasks=[[c] for c in range(10)], num_classes=10
+    )
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(module, datamodule=data)
     # 60 training images per class: 10% held out for validation, half of the rest is θ0's -> 27 per class
     assert len(data.split.pretrain_train) == 270 and trainer.global_step == math.ceil(270 / 64)
@@ -138,18 +165,27 @@ def test_a_download_moves_into_torchvisions_layout_whole(tmp_path, monkeypatch):
     splits = load_dataset("kmnist", tmp_path / "data", download=True)
     assert len(splits["train"][1]) == 30 and len(splits["test"][1]) == 10
     assert sorted(p.name for p in (tmp_path / "data" / "KMNIST" / "raw").iterdir()) == sorted(
-        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    )
 
 
 def train_cli(tmp_path, *args, env=None):
     command = [sys.executable, str(ROOT / "train.py"), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env or os.environ.copy())
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env or os.environ.copy()
+    )
 
 
 def test_multirun_over_every_experiment(tmp_path, mnist_dir):
     result = train_cli(
-        tmp_path, "-m", "experiment=glob(*)", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
-        "logger=none", "tasks=[[1],[2]]", *FAST,
+        tmp_path,
+        "-m",
+        "experiment=glob(*)",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none",
+        "tasks=[[1],[2]]",
+        *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = sorted(json.loads(p.read_text())["experiment"] for p in (tmp_path / "logs").rglob("metrics.json"))
@@ -162,11 +198,21 @@ def test_a_run_whose_models_come_from_the_cache_never_imports_lightning(tmp_path
         "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
         "print('lightning imported:', 'lightning' in sys.modules)"
     )
-    args = [str(ROOT / "train.py"), "experiment=task_arithmetic", f"data.data_dir={mnist_dir}", f"cache.dir={tmp_path / 'cache'}",
-            f"paths.log_dir={tmp_path / 'logs'}", "logger=none", "tasks=[[1],[2]]", *FAST]
+    args = [
+        str(ROOT / "train.py"),
+        "experiment=task_arithmetic",
+        f"data.data_dir={mnist_dir}",
+        f"cache.dir={tmp_path / 'cache'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none",
+        "tasks=[[1],[2]]",
+        *FAST,
+    ]
     outputs = []
     for _ in ("cold", "warm"):
-        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         outputs.append(result.stdout.strip().splitlines()[-1])
     assert outputs == ["lightning imported: True", "lightning imported: False"]
@@ -176,13 +222,21 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home")}
     run_dir = tmp_path / "run"
     result = train_cli(
-        tmp_path, "experiment=sequential", "tasks=[[1],[2]]", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.run.dir={run_dir}", *FAST, env=env,
+        tmp_path,
+        "experiment=sequential",
+        "tasks=[[1],[2]]",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.run.dir={run_dir}",
+        *FAST,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [offline_run] = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline_run.glob("run-*.wandb"))
-    assert not (tmp_path / "home" / ".config" / "wandb").exists() and not (tmp_path / "home" / ".cache" / "wandb").exists()
+    assert (
+        not (tmp_path / "home" / ".config" / "wandb").exists() and not (tmp_path / "home" / ".cache" / "wandb").exists()
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["acc_matrix"]) == 2
     assert (run_dir / "train.log").read_text().count("training sequential/stage_") == 2
@@ -190,13 +244,26 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
 
 def test_wandb_online_without_an_api_key_is_one_line_before_any_training(tmp_path, mnist_dir):
     """wandb's UsageError traceback, after start-up, became one line saying what to do."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home"), "WANDB_MODE": "online"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {
+        "HOME": str(tmp_path / "home"),
+        "WANDB_MODE": "online",
+    }
     run_dir = tmp_path / "run"
-    result = train_cli(tmp_path, "experiment=sequential", "tasks=[[1],[2]]", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}",
-                       f"hydra.run.dir={run_dir}", *FAST, env=env)
+    result = train_cli(
+        tmp_path,
+        "experiment=sequential",
+        "tasks=[[1],[2]]",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.run.dir={run_dir}",
+        *FAST,
+        env=env,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
-    assert result.stderr.startswith("error: logger.wandb.mode='online' is not allowed: offline, or online once W&B can start a run (it said: ")
+    assert result.stderr.startswith(
+        "error: logger.wandb.mode='online' is not allowed: offline, or online once W&B can start a run (it said: "
+    )
     assert "`wandb login`" in result.stderr and "WANDB_MODE=offline" in result.stderr
     assert "training" not in (run_dir / "train.log").read_text() and not (tmp_path / "logs" / "cache").exists()
     assert not (run_dir / "metrics.json").exists()
@@ -220,9 +287,20 @@ def test_wandb_is_closed_when_a_job_fails(tmp_path, mnist_dir, monkeypatch):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize(("experiment", "lambdas", "collapsed"), [("task_arithmetic", "[0.0]", True), ("ties", "[0.5,1.0]", False), ("negation", "[0.0]", True)])
+@pytest.mark.parametrize(
+    ("experiment", "lambdas", "collapsed"),
+    [("task_arithmetic", "[0.0]", True), ("ties", "[0.5,1.0]", False), ("negation", "[0.0]", True)],
+)
 def test_a_merge_that_picks_theta0_says_so(tmp_path, mnist_dir, shared_cache, caplog, experiment, lambdas, collapsed):
-    cfg = make_cfg(tmp_path, mnist_dir, f"experiment={experiment}", "tasks=[[1],[2]]", *FAST, f"merge.lambdas={lambdas}", cache_dir=shared_cache)
+    cfg = make_cfg(
+        tmp_path,
+        mnist_dir,
+        f"experiment={experiment}",
+        "tasks=[[1],[2]]",
+        *FAST,
+        f"merge.lambdas={lambdas}",
+        cache_dir=shared_cache,
+    )
     metrics = run(cfg)
     assert metrics["merge/collapsed_to_theta0"] is collapsed
     assert ("collapsed to θ0" in caplog.text) is collapsed
@@ -232,6 +310,15 @@ def test_a_merge_that_picks_theta0_says_so(tmp_path, mnist_dir, shared_cache, ca
 
 def test_theta0_stops_at_its_target_even_in_the_first_epoch(tmp_path, mnist_dir, caplog):
     caplog.set_level("INFO")
-    metrics = run(make_cfg(tmp_path, mnist_dir, "experiment=pretrain", "pretrain.epochs=5", "pretrain.target_val_acc=0.5", "data.batch_size=64"))
+    metrics = run(
+        make_cfg(
+            tmp_path,
+            mnist_dir,
+            "experiment=pretrain",
+            "pretrain.epochs=5",
+            "pretrain.target_val_acc=0.5",
+            "data.batch_size=64",
+        )
+    )
     assert "θ0 reached the target validation accuracy 0.5 after 1 epoch(s)" in caplog.text
     assert metrics["theta0/val/acc"] >= 0.5 and metrics["theta0/target_val_acc"] == 0.5

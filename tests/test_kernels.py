@@ -9,11 +9,13 @@ from music.merging.statistics import diagonal_fisher, linear_input_grams
 from music.models import LinearizedNet
 
 # three task vectors over four coordinates, with sign conflicts in columns 0, 1 and 3
-TAU = torch.tensor([
-    [4.0, -1.0, 0.5, 0.0],
-    [-1.0, -3.0, 2.0, 0.1],
-    [-2.0, 2.0, 1.0, -0.2],
-])
+TAU = torch.tensor(
+    [
+        [4.0, -1.0, 0.5, 0.0],
+        [-1.0, -3.0, 2.0, 0.1],
+        [-2.0, 2.0, 1.0, -0.2],
+    ]
+)
 
 
 def test_task_arithmetic_and_average():
@@ -137,7 +139,10 @@ def test_linearized_net_is_exact_for_a_linear_model_and_first_order_otherwise():
 
 def test_adamerging_coefficients_combine_task_vectors_per_task_and_per_layer():
     theta0 = {"w": torch.ones(2, 2), "b": torch.zeros(2)}
-    vectors = [TaskVector({"w": torch.eye(2), "b": torch.tensor([1.0, 0.0])}), TaskVector({"w": torch.full((2, 2), 2.0), "b": torch.tensor([0.0, 3.0])})]
+    vectors = [
+        TaskVector({"w": torch.eye(2), "b": torch.tensor([1.0, 0.0])}),
+        TaskVector({"w": torch.full((2, 2), 2.0), "b": torch.tensor([0.0, 3.0])}),
+    ]
     merged = adamerging.merged_parameters(theta0, vectors, torch.tensor([0.5, 0.25]))  # task-wise
     assert merged["w"].tolist() == [[2.0, 1.5], [1.5, 2.0]] and merged["b"].tolist() == [0.5, 0.75]
     layerwise = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # task 0 moves w only, task 1 moves b only
@@ -151,19 +156,25 @@ def test_adamerging_lowers_the_entropy_and_keeps_its_coefficients_in_bounds(laye
     generator = torch.Generator().manual_seed(0)
     net = nn.Linear(4, 3)
     theta0 = {k: v.detach() for k, v in net.state_dict().items()}
-    vectors = [TaskVector({k: torch.randn(v.shape, generator=generator) * 2 for k, v in theta0.items()}) for _ in range(2)]
+    vectors = [
+        TaskVector({k: torch.randn(v.shape, generator=generator) * 2 for k, v in theta0.items()}) for _ in range(2)
+    ]
     images = [torch.randn(64, 4, generator=generator) for _ in range(2)]
 
     def logits(params, x, k):
         return torch.func.functional_call(net, params, (x,))
 
-    coefficients, history = adamerging.adamerging(theta0, vectors, logits, images, layerwise, generator, steps=150, lr=0.02, batch_size=64)
+    coefficients, history = adamerging.adamerging(
+        theta0, vectors, logits, images, layerwise, generator, steps=150, lr=0.02, batch_size=64
+    )
     assert coefficients.shape == ((2, 2) if layerwise else (2,))
     assert float(coefficients.min()) >= 0.0 and float(coefficients.max()) <= 1.0
     assert sum(history[-10:]) / 10 < sum(history[:10]) / 10 - 0.05  # entropy went down
     full = adamerging.merged_parameters(theta0, vectors, coefficients)
     entropy_at = lambda params: sum(float(adamerging.entropy(logits(params, x, 0))) for x in images)  # noqa: E731
-    assert entropy_at(full) < entropy_at(adamerging.merged_parameters(theta0, vectors, torch.full_like(coefficients, 0.3)))
+    assert entropy_at(full) < entropy_at(
+        adamerging.merged_parameters(theta0, vectors, torch.full_like(coefficients, 0.3))
+    )
 
 
 def test_magmax_keeps_each_coordinates_largest_magnitude_with_its_sign():
@@ -186,7 +197,9 @@ def test_adamerging_clamps_in_the_forward_pass_as_its_authors_do():
         return torch.cat([margin, torch.zeros_like(margin)], dim=1)
 
     generator = torch.Generator().manual_seed(0)
-    coefficients, _ = adamerging.adamerging(theta0, vectors, logits, images, False, generator, steps=4, lr=1.0, batch_size=2)
+    coefficients, _ = adamerging.adamerging(
+        theta0, vectors, logits, images, False, generator, steps=4, lr=1.0, batch_size=2
+    )
     assert coefficients.tolist() == [1.0]
 
     # the projected variant, by hand: after the same first step, the gradient at λ = 1 pulls λ back below the bound

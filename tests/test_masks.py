@@ -8,11 +8,13 @@ import torch
 from music.merging import masks
 
 # three tasks over eight coordinates; Σ τ_t = [5, −1, 3, 0, −1, 1, 3, 4]
-TAU = torch.tensor([
-    [3.0, 1.0, 0.0, 2.0, -1.0, 1.0, 1.0, 4.0],
-    [1.0, 1.0, 2.0, -2.0, -1.0, 0.0, 1.0, -1.0],
-    [1.0, -3.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0],
-])
+TAU = torch.tensor(
+    [
+        [3.0, 1.0, 0.0, 2.0, -1.0, 1.0, 1.0, 4.0],
+        [1.0, 1.0, 2.0, -2.0, -1.0, 0.0, 1.0, -1.0],
+        [1.0, -3.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0],
+    ]
+)
 
 
 def test_tall_masks_by_hand_for_two_tasks():
@@ -60,11 +62,13 @@ def test_consensus_applies_the_mask_to_a_given_multi_task_vector():
     assert masks.consensus(tau, 10.0, k=2, multi_task=other).tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-EMR_TAU = torch.tensor([
-    [4.0, -1.0, 0.5, 0.0],
-    [-1.0, -3.0, 2.0, 0.1],
-    [-2.0, 2.0, 1.0, -0.2],
-])
+EMR_TAU = torch.tensor(
+    [
+        [4.0, -1.0, 0.5, 0.0],
+        [-1.0, -3.0, 2.0, 0.1],
+        [-2.0, 2.0, 1.0, -0.2],
+    ]
+)
 
 
 def test_emr_elects_masks_and_rescales():
@@ -147,16 +151,23 @@ def test_pcb_weights_a_shared_coordinate_by_the_scores():
 
 
 def test_breadcrumbs_keeps_the_middle_band_per_layer():
-    tau = torch.tensor([
-        [1.0, -6.0, 3.0, 2.0, -5.0, 4.0, 0.1, -0.4, 0.3, 0.2],
-        [-2.0, 1.0, 0.5, 3.0, 0.0, -4.0, 1.0, 2.0, -3.0, 4.0],
-    ])
+    tau = torch.tensor(
+        [
+            [1.0, -6.0, 3.0, 2.0, -5.0, 4.0, 0.1, -0.4, 0.3, 0.2],
+            [-2.0, 1.0, 0.5, 3.0, 0.0, -4.0, 1.0, 2.0, -3.0, 4.0],
+        ]
+    )
     # layer of 6: drop the int(1.2) = 1 largest, keep the next int(3) = 3; layer of 4: drop 0, keep 2
     kept = masks.breadcrumbs(tau, keep_fraction=0.5, drop_top_fraction=0.2, sizes=[6, 4])
-    assert torch.equal(kept, torch.tensor([
-        [0.0, 0.0, 3.0, 0.0, -5.0, 4.0, 0.0, -0.4, 0.3, 0.0],
-        [-2.0, 1.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, -3.0, 4.0],
-    ]))
+    assert torch.equal(
+        kept,
+        torch.tensor(
+            [
+                [0.0, 0.0, 3.0, 0.0, -5.0, 4.0, 0.0, -0.4, 0.3, 0.0],
+                [-2.0, 1.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, -3.0, 4.0],
+            ]
+        ),
+    )
     # one segment of 10: drop the 2 largest, keep the next 5
     whole = masks.breadcrumbs(tau, keep_fraction=0.5, drop_top_fraction=0.2)
     assert torch.equal(whole[0], torch.tensor([1.0, 0.0, 3.0, 2.0, 0.0, 4.0, 0.0, -0.4, 0.0, 0.0]))

@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from music.evaluation import accuracy_metrics, allowed_classes, backward_transfer, confusion_matrix, dense_stem, forgetting, predict, predict_along
+from music.evaluation import (
+    accuracy_metrics,
+    allowed_classes,
+    backward_transfer,
+    confusion_matrix,
+    dense_stem,
+    forgetting,
+    predict,
+    predict_along,
+)
 from music.merging import TaskVector
 from music.models.networks import CNN, MLP
 

@@ -31,8 +31,11 @@ def wait_for(what: str, ready, logs: list[Path], timeout_s: float = 30.0) -> Non
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
-                              for p in logs if p.exists())
+            tails = "\n".join(
+                f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                for p in logs
+                if p.exists()
+            )
             pytest.fail(f"the test Slurm cluster: {what} not ready after {timeout_s:.0f} s\n{tails}")
         time.sleep(0.2)
 
@@ -51,8 +54,9 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> None:
         with open(self.root / f"{name}.out", "w") as out:
-            self.daemons.append(subprocess.Popen([self.programs[name], *args], stdout=out, stderr=subprocess.STDOUT,
-                                                 env=self.env))
+            self.daemons.append(
+                subprocess.Popen([self.programs[name], *args], stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            )
 
     def queue(self) -> list[str]:
         return self.command("squeue", "-h", "-o", "%i").stdout.split()
@@ -87,13 +91,13 @@ SlurmdUser={user}
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
 AuthType=auth/munge
-AuthInfo=socket={root / 'munge.socket'}
+AuthInfo=socket={root / "munge.socket"}
 StateSaveLocation={state}
 SlurmdSpoolDir={spool}
-SlurmctldPidFile={root / 'slurmctld.pid'}
-SlurmdPidFile={root / 'slurmd.pid'}
-SlurmctldLogFile={root / 'slurmctld.log'}
-SlurmdLogFile={root / 'slurmd.log'}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -130,15 +134,28 @@ def slurm_cluster(tmp_path_factory):
     cluster = Cluster(root, programs)
     try:
         # -f: run although pytest's temporary folders are not world-traversable, as munged wants its socket's folder
-        cluster.start("munged", "-F", "-f", f"--key-file={key}", f"--socket={root / 'munge.socket'}",
-                      f"--pid-file={root / 'munged.pid'}", f"--log-file={root / 'munged.log'}",
-                      f"--seed-file={root / 'munged.seed'}")
-        wait_for("munged", lambda: cluster.command("munge", "-n", "-S", str(root / "munge.socket")).returncode == 0,
-                 [root / "munged.out", root / "munged.log"])
+        cluster.start(
+            "munged",
+            "-F",
+            "-f",
+            f"--key-file={key}",
+            f"--socket={root / 'munge.socket'}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--log-file={root / 'munged.log'}",
+            f"--seed-file={root / 'munged.seed'}",
+        )
+        wait_for(
+            "munged",
+            lambda: cluster.command("munge", "-n", "-S", str(root / "munge.socket")).returncode == 0,
+            [root / "munged.out", root / "munged.log"],
+        )
         cluster.start("slurmctld", "-D", "-f", str(cluster.conf))
         cluster.start("slurmd", "-D", "-f", str(cluster.conf))
-        wait_for("the node", lambda: cluster.command("sinfo", "-h", "-N", "-o", "%T").stdout.strip() == "idle",
-                 [root / f"{name}.{ext}" for name in ("slurmctld", "slurmd") for ext in ("out", "log")])
+        wait_for(
+            "the node",
+            lambda: cluster.command("sinfo", "-h", "-N", "-o", "%T").stdout.strip() == "idle",
+            [root / f"{name}.{ext}" for name in ("slurmctld", "slurmd") for ext in ("out", "log")],
+        )
         yield cluster
     finally:
         cluster.stop()
@@ -146,10 +163,23 @@ def slurm_cluster(tmp_path_factory):
 
 def sweep_command(tmp_path: Path, mnist_dir: Path, *overrides: str) -> list[str]:
     """`experiment=pretrain,merged` (one seed: both need the same θ0) on the test data, each job asking for 1 CPU."""
-    return [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "experiment=pretrain,merged",
-            f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            f"cache.dir={tmp_path / 'cache'}", "logger=none", *FAST,
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", *overrides]
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=slurm",
+        "experiment=pretrain,merged",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "logger=none",
+        *FAST,
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+        *overrides,
+    ]
 
 
 def test_multirun_through_slurm_shares_the_cache(slurm_cluster, tmp_path, mnist_dir):
@@ -173,15 +203,36 @@ def test_multirun_through_slurm_shares_the_cache(slurm_cluster, tmp_path, mnist_
     assert (logs.count("cache miss: θ0"), logs.count("cache hit: θ0")) == (1, 1)
 
 
-@pytest.mark.parametrize("overrides, setting, said", [
-    ((), "hydra.launcher.gpus_per_node=1", "Invalid generic resource"),  # the default GPU request; this node has none
-    (("hydra.launcher.gpus_per_node=0", "hydra.launcher.partition=nosuch"), "hydra.launcher.partition='nosuch'",
-     "Invalid partition"),
-    (("hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=100000"), "hydra.launcher.mem_gb=100000", "MB of memory (sinfo)"),
-], ids=["gpu-on-a-cpu-node", "unknown-partition", "more-memory-than-any-node"])
+@pytest.mark.parametrize(
+    "overrides, setting, said",
+    [
+        (
+            (),
+            "hydra.launcher.gpus_per_node=1",
+            "Invalid generic resource",
+        ),  # the default GPU request; this node has none
+        (
+            ("hydra.launcher.gpus_per_node=0", "hydra.launcher.partition=nosuch"),
+            "hydra.launcher.partition='nosuch'",
+            "Invalid partition",
+        ),
+        (
+            ("hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=100000"),
+            "hydra.launcher.mem_gb=100000",
+            "MB of memory (sinfo)",
+        ),
+    ],
+    ids=["gpu-on-a-cpu-node", "unknown-partition", "more-memory-than-any-node"],
+)
 def test_refused_submission_is_one_line(slurm_cluster, tmp_path, mnist_dir, overrides, setting, said):
-    result = subprocess.run(sweep_command(tmp_path, mnist_dir, *overrides), capture_output=True, text=True,
-                            timeout=120, env=slurm_cluster.env, cwd=tmp_path)
+    result = subprocess.run(
+        sweep_command(tmp_path, mnist_dir, *overrides),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=slurm_cluster.env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
@@ -207,21 +258,29 @@ def test_a_job_no_node_can_hold_is_cancelled_with_one_line_naming_the_setting(sl
     """Slurm accepts a job asking for more CPUs than any node has and leaves it pending (PartitionConfig) forever; the
     launcher reads that reason, cancels the array and names the setting with what the nodes offer."""
     cpus = int(slurm_cluster.command("sinfo", "-h", "-N", "-o", "%c").stdout.split()[0])
-    command = sweep_command(tmp_path, mnist_dir, "hydra.launcher.gpus_per_node=0", f"hydra.launcher.cpus_per_task={cpus + 2}")
+    command = sweep_command(
+        tmp_path, mnist_dir, "hydra.launcher.gpus_per_node=0", f"hydra.launcher.cpus_per_task={cpus + 2}"
+    )
     start = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=slurm_cluster.env, cwd=tmp_path)
     assert time.monotonic() - start < 60
     assert result.returncode == 2, result.stderr[-3000:]
-    assert one_line(result) == (f"error: hydra.launcher.cpus_per_task={cpus + 2} is not allowed: at most {cpus}: the largest node of "
-                                f"partition {PARTITION} has {cpus} CPUs (sinfo)")
+    assert one_line(result) == (
+        f"error: hydra.launcher.cpus_per_task={cpus + 2} is not allowed: at most {cpus}: the largest node of "
+        f"partition {PARTITION} has {cpus} CPUs (sinfo)"
+    )
     assert slurm_cluster.queue() == []  # cancelled, not left pending
 
 
 def test_a_job_cancelled_mid_sweep_ends_the_sweep_with_one_line(slurm_cluster, tmp_path, mnist_dir):
     """On a cluster without accounting, sacct knows nothing of a cancelled job: the launcher sees it leave the queue
     without a result and stops, naming it, instead of waiting forever."""
-    command = sweep_command(tmp_path, mnist_dir, "hydra.launcher.gpus_per_node=0", "experiment=pretrain", "hydra.launcher.setup=[sleep 120]")
-    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster.env, cwd=tmp_path)
+    command = sweep_command(
+        tmp_path, mnist_dir, "hydra.launcher.gpus_per_node=0", "experiment=pretrain", "hydra.launcher.setup=[sleep 120]"
+    )
+    sweep = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster.env, cwd=tmp_path
+    )
     try:
         deadline = time.monotonic() + 60
         while not (running := slurm_cluster.command("squeue", "-h", "-t", "RUNNING", "-o", "%i").stdout.split()):
@@ -234,7 +293,10 @@ def test_a_job_cancelled_mid_sweep_ends_the_sweep_with_one_line(slurm_cluster, t
     result = subprocess.CompletedProcess(command, sweep.returncode, stdout, stderr)
     assert result.returncode != 0
     line = one_line(result)
-    assert line.startswith(f"error: Slurm job {running[0]} (experiment=pretrain") and "left the queue without a result (last seen " in line
+    assert (
+        line.startswith(f"error: Slurm job {running[0]} (experiment=pretrain")
+        and "left the queue without a result (last seen " in line
+    )
     assert line.endswith("_log.err") and not list((tmp_path / "sweep").rglob("metrics.json"))
 
 
@@ -244,8 +306,22 @@ def test_a_job_cancelled_mid_sweep_ends_the_sweep_with_one_line(slurm_cluster, t
 def test_slurm_times_gres_and_the_partitions_offer():
     from music.slurm import Offer, parse_gpus, parse_minutes, parse_offer
 
-    assert [parse_minutes(t) for t in ("infinite", "30", "30:00", "2:00:00", "1-00:00:00", "1-12", "UNLIMITED")] == [None, 30, 30, 120, 1440, 2160, None]
-    assert [parse_gpus(g) for g in ("(null)", "gpu:2", "gpu:a100:4(S:0-1)", "gpu:1,gpu:tesla:2", "mps:100")] == [0, 2, 4, 3, 0]
+    assert [parse_minutes(t) for t in ("infinite", "30", "30:00", "2:00:00", "1-00:00:00", "1-12", "UNLIMITED")] == [
+        None,
+        30,
+        30,
+        120,
+        1440,
+        2160,
+        None,
+    ]
+    assert [parse_gpus(g) for g in ("(null)", "gpu:2", "gpu:a100:4(S:0-1)", "gpu:1,gpu:tesla:2", "mps:100")] == [
+        0,
+        2,
+        4,
+        3,
+        0,
+    ]
     nodes = "n1|32|128000|gpu:4|gpu*\nn2|64|256000|gpu:8(S:0)|gpu*\nc1|2|4000|(null)|cpu\n"
     partitions = "gpu*|2-00:00:00\ncpu|30:00\n"
     assert parse_offer(nodes, partitions, None) == Offer("gpu", 64, 256000, 8, 2, 2880)
@@ -253,19 +329,45 @@ def test_slurm_times_gres_and_the_partitions_offer():
     assert parse_offer(nodes, partitions, "nosuch") is None
 
 
-@pytest.mark.parametrize(("asked", "setting", "allowed"), [
-    ({"cpus_per_task": 4}, "hydra.launcher.cpus_per_task=4", "at most 2: the largest node of partition cpu has 2 CPUs (sinfo)"),
-    ({"cpus_per_task": 1, "tasks_per_node": 3}, "hydra.launcher.cpus_per_task=1", "at most 0: the largest node of partition cpu has 2 CPUs (sinfo)"),
-    ({"mem_gb": 16}, "hydra.launcher.mem_gb=16", "at most 3: the largest node of partition cpu has 4000 MB of memory (sinfo)"),
-    ({"gpus_per_node": 1}, "hydra.launcher.gpus_per_node=1", "at most 0: the largest node of partition cpu has 0 GPUs (sinfo; 0 on CPU-only nodes)"),
-    ({"nodes": 2}, "hydra.launcher.nodes=2", "at most 1: partition cpu has 1 node(s) (sinfo)"),
-    ({"timeout_min": 60}, "hydra.launcher.timeout_min=60", "at most 30: partition cpu's time limit (sinfo)"),
-])
+@pytest.mark.parametrize(
+    ("asked", "setting", "allowed"),
+    [
+        (
+            {"cpus_per_task": 4},
+            "hydra.launcher.cpus_per_task=4",
+            "at most 2: the largest node of partition cpu has 2 CPUs (sinfo)",
+        ),
+        (
+            {"cpus_per_task": 1, "tasks_per_node": 3},
+            "hydra.launcher.cpus_per_task=1",
+            "at most 0: the largest node of partition cpu has 2 CPUs (sinfo)",
+        ),
+        (
+            {"mem_gb": 16},
+            "hydra.launcher.mem_gb=16",
+            "at most 3: the largest node of partition cpu has 4000 MB of memory (sinfo)",
+        ),
+        (
+            {"gpus_per_node": 1},
+            "hydra.launcher.gpus_per_node=1",
+            "at most 0: the largest node of partition cpu has 0 GPUs (sinfo; 0 on CPU-only nodes)",
+        ),
+        ({"nodes": 2}, "hydra.launcher.nodes=2", "at most 1: partition cpu has 1 node(s) (sinfo)"),
+        ({"timeout_min": 60}, "hydra.launcher.timeout_min=60", "at most 30: partition cpu's time limit (sinfo)"),
+    ],
+)
 def test_the_first_setting_a_partition_cannot_hold_is_named(asked, setting, allowed):
     from music.slurm import Offer, impossible_request, never_starts
 
     offer = Offer("cpu", 2, 4000, 0, 1, 30)
-    params = {"cpus_per_task": 1, "mem_gb": 1, "gpus_per_node": 0, "nodes": 1, "tasks_per_node": 1, "timeout_min": 10} | asked
+    params = {
+        "cpus_per_task": 1,
+        "mem_gb": 1,
+        "gpus_per_node": 0,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "timeout_min": 10,
+    } | asked
     assert str(impossible_request(params, offer)) == f"{setting} is not allowed: {allowed}"
     assert str(never_starts("PartitionConfig", params, offer)).startswith(setting)
     assert str(never_starts("Resources", params, offer)).startswith(setting)  # "wait for resources" that can never come
@@ -276,8 +378,15 @@ def test_pending_reasons_that_mean_wait_are_left_alone():
 
     offer = Offer("cpu", 2, 4000, 0, 1, 30)
     fits = {"cpus_per_task": 1, "mem_gb": 1, "gpus_per_node": 0, "nodes": 1, "tasks_per_node": 1, "timeout_min": 10}
-    assert [never_starts(reason, fits, offer) for reason in ("Resources", "Priority", "ReqNodeNotAvail, UnavailableNodes:c1", "Dependency")] == [None] * 4
+    assert [
+        never_starts(reason, fits, offer)
+        for reason in ("Resources", "Priority", "ReqNodeNotAvail, UnavailableNodes:c1", "Dependency")
+    ] == [None] * 4
     # a reason that means never with a request the nodes could hold (a QOS's limit, say): still one line, naming the reason
-    assert str(never_starts("QOSMaxCpuPerJobLimit", fits, offer)).startswith("Slurm will never start the jobs: they pend with reason QOSMaxCpuPerJobLimit")
+    assert str(never_starts("QOSMaxCpuPerJobLimit", fits, offer)).startswith(
+        "Slurm will never start the jobs: they pend with reason QOSMaxCpuPerJobLimit"
+    )
     assert parse_queue("12_0|RUNNING|None\n12_1|PENDING|Resources\n13_0|PENDING|Priority\n", "12") == {
-        "12_0": ("RUNNING", "None"), "12_1": ("PENDING", "Resources")}
+        "12_0": ("RUNNING", "None"),
+        "12_1": ("PENDING", "Resources"),
+    }

@@ -40,7 +40,15 @@ def test_pretrain_split_as_configured():
     # classes outside the pretrain split keep all their images for the tasks
     assert len(by_fraction.task_train(5)) + len(by_fraction.task_val(5)) == 100
 
-    by_count = make_split(LABELS, PER_CLASS, 0, pretrain_classes=[4, 5, 6], pretrain_fraction=None, pretrain_num_samples=100, num_classes=10)
+    by_count = make_split(
+        LABELS,
+        PER_CLASS,
+        0,
+        pretrain_classes=[4, 5, 6],
+        pretrain_fraction=None,
+        pretrain_num_samples=100,
+        num_classes=10,
+    )
     assert len(by_count.pretrain_train) == 100
     assert pretrain_counts({4: 100, 5: 100, 6: 100, 7: 100}, [4, 5, 6], None, 100) == {4: 34, 5: 33, 6: 33, 7: 0}
 

@@ -10,9 +10,8 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from music.launching import POOL_ENV, WORKERS_ENV
-
 from conftest import CONFIGS, FAST, ROOT
+from music.launching import POOL_ENV, WORKERS_ENV
 
 
 def claim_and_work(args):
@@ -45,8 +44,19 @@ def test_gpu_claims_never_put_two_live_jobs_on_one_gpu(tmp_path, monkeypatch):
 
 def test_two_job_multirun_with_gpu_pool_on_cpu(tmp_path, mnist_dir):
     env = {k: v for k, v in os.environ.items() if k not in (POOL_ENV, WORKERS_ENV)} | {"CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=gpu_pool", "experiment=pretrain", "seed=0,1",
-               f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none", *FAST]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=gpu_pool",
+        "experiment=pretrain",
+        "seed=0,1",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "logger=none",
+        *FAST,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     seeds = sorted(json.loads(p.read_text())["seed"] for p in (tmp_path / "sweep").rglob("metrics.json"))
@@ -57,7 +67,9 @@ def test_two_job_multirun_with_gpu_pool_on_cpu(tmp_path, mnist_dir):
 
 def test_slurm_launcher_config_composes():
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.music_slurm.SlurmLauncher"  # hydra-submitit's, refusals as one line
     assert (launcher.gpus_per_node, launcher.partition, launcher.array_parallelism) == (1, "gpu", 64)

@@ -71,7 +71,9 @@ class ArtifactCache:
     def path(self, name: str, material: dict) -> Path:
         return self.dir / f"{name}-{cache_key(material)}.safetensors"
 
-    def get_or_build(self, name: str, material: dict, build: Callable[[], Tensors], label: str | None = None) -> Tensors:
+    def get_or_build(
+        self, name: str, material: dict, build: Callable[[], Tensors], label: str | None = None
+    ) -> Tensors:
         """The stored tensors for (name, material), building and storing them first if absent or unreadable.
         `label` names the artifact in the log (e.g. its training stage)."""
         if not self.enabled:
@@ -88,7 +90,9 @@ class ArtifactCache:
                     return tensors
                 except CorruptEntry as e:
                     log.warning("cache entry %s is corrupt (%s): rebuilding it", path, e)
-            log.info("cache miss: %s: building %s", label or name, path, extra={CONSOLE: False})  # the stage's own line follows
+            log.info(
+                "cache miss: %s: building %s", label or name, path, extra={CONSOLE: False}
+            )  # the stage's own line follows
             tensors = build()
             save_atomic(tensors, path, metadata={"name": name, "material": json.dumps(material, sort_keys=True)})
             return tensors

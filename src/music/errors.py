@@ -44,7 +44,11 @@ def hydra_error_line(error: Exception) -> str:
         for line in map(str.strip, part.splitlines()):
             if line.startswith(("Available options", "Config search path")):
                 break  # Hydra's listings: the options are added below in one line
-            if line and not line.startswith(("full_key:", "object_type=", "To append", "See https")) and line not in lines:
+            if (
+                line
+                and not line.startswith(("full_key:", "object_type=", "To append", "See https"))
+                and line not in lines
+            ):
                 lines.append(line.rstrip("."))
     options = getattr(error, "options", None)
     if options:

@@ -21,8 +21,8 @@ from music.errors import Diverged
 from music.evaluation import accuracy_metrics, allowed_classes, confusion_matrix, dense_stem, predict, predict_along
 from music.merging import TaskVector
 from music.models import LinearizedNet, plain_state
-from music.models.networks import batchnorm_layers, recompute_batchnorm
 from music.models.checkpoint import load_weights
+from music.models.networks import batchnorm_layers, recompute_batchnorm
 from music.models.optimizer_state import flatten as flatten_optimizer_state
 from music.tracking import CONSOLE
 
@@ -62,7 +62,9 @@ def target_stop(monitor: str, target: float, epochs: int):
     `target`, and never earlier for lack of improvement (patience: all the epochs)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    return EarlyStopping(monitor=monitor, mode="max", stopping_threshold=target, patience=epochs, check_on_train_epoch_end=False)
+    return EarlyStopping(
+        monitor=monitor, mode="max", stopping_threshold=target, patience=epochs, check_on_train_epoch_end=False
+    )
 
 
 def quiet_lightning() -> None:
@@ -101,8 +103,16 @@ def file_digest(path: str) -> str:
 
 
 # Trainer settings that change what training produces (logging, progress bars and the like do not)
-TRAINER_KEYS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic", "limit_train_batches",
-                "limit_val_batches", "check_val_every_n_epoch")
+TRAINER_KEYS = (
+    "precision",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
+    "deterministic",
+    "limit_train_batches",
+    "limit_val_batches",
+    "check_val_every_n_epoch",
+)
 
 
 def data_material(cfg: DictConfig, fingerprint: str) -> dict:
@@ -120,7 +130,11 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "batch_size": cfg.data.batch_size,
         "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
         # callbacks can change training (SWA, …); progress bars cannot
-        "callbacks": {k: _plain(v) for k, v in (cfg.get("callbacks") or {}).items() if v and not str(v.get("_target_", "")).endswith("ProgressBar")},
+        "callbacks": {
+            k: _plain(v)
+            for k, v in (cfg.get("callbacks") or {}).items()
+            if v and not str(v.get("_target_", "")).endswith("ProgressBar")
+        },
     }
 
 
@@ -179,8 +193,17 @@ class Experiment:
         model.net.load_state_dict(state)
         return model
 
-    def fit(self, net: nn.Module, train_idx: torch.Tensor, stage: str, hparams: DictConfig, protocol: bool = True, extra_callbacks=(),
-            continual=None, optimizer_state: dict | None = None) -> "Classifier":
+    def fit(
+        self,
+        net: nn.Module,
+        train_idx: torch.Tensor,
+        stage: str,
+        hparams: DictConfig,
+        protocol: bool = True,
+        extra_callbacks=(),
+        continual=None,
+        optimizer_state: dict | None = None,
+    ) -> "Classifier":
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
         head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False. The
         optimizer starts from `optimizer_state` when given (a previous stage's). Returns the trained module, its net
@@ -203,19 +226,35 @@ class Experiment:
         from lightning.pytorch.callbacks import ProgressBar
 
         callbacks = self.callbacks() + list(extra_callbacks)
-        bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default one)
-        trainer = instantiate_checked("trainer", self.cfg.trainer, max_epochs=hparams.epochs, logger=self.loggers or False, callbacks=callbacks,
-                                      enable_progress_bar=bar)
+        bar = any(
+            isinstance(c, ProgressBar) for c in callbacks
+        )  # none configured: no bar (not Lightning's default one)
+        trainer = instantiate_checked(
+            "trainer",
+            self.cfg.trainer,
+            max_epochs=hparams.epochs,
+            logger=self.loggers or False,
+            callbacks=callbacks,
+            enable_progress_bar=bar,
+        )
         # with a progress bar the bar is the console's line for this stage; the log file always gets this one
-        log.info("training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not bar})
+        log.info(
+            "training %s on %d images for %d epoch(s)", stage, len(train_idx), hparams.epochs, extra={CONSOLE: not bar}
+        )
         start = time.perf_counter()
         try:
             trainer.fit(module, self.data.loader(train_idx, shuffle=True, seed=seed), self.data.loader(self.split.val))
         except Diverged as error:
             group = "pretrain" if stage == "pretrain" else "finetune"
-            fed = {f"{group}.optimizer": hparams.optimizer, f"{group}.scheduler": hparams.get("scheduler"), "data.batch_size": self.cfg.data.batch_size}
+            fed = {
+                f"{group}.optimizer": hparams.optimizer,
+                f"{group}.scheduler": hparams.get("scheduler"),
+                "data.batch_size": self.cfg.data.batch_size,
+            }
             fed |= {"continual": self.cfg.continual} if continual is not None else {}
-            raise Diverged(f"{error}; the settings that feed it: {', '.join(f'{k}={_as_call(v)}' for k, v in fed.items())}") from None
+            raise Diverged(
+                f"{error}; the settings that feed it: {', '.join(f'{k}={_as_call(v)}' for k, v in fed.items())}"
+            ) from None
         self.timings[f"fit/{stage}"] = time.perf_counter() - start
         module.net.cpu()
         return module
@@ -224,7 +263,11 @@ class Experiment:
         """The configured Lightning callbacks (a fresh set per Trainer), without progress bars when they are off."""
         from lightning.pytorch.callbacks import ProgressBar
 
-        made = [instantiate_checked(f"callbacks.{name}", node) for name, node in (self.cfg.get("callbacks") or {}).items() if node and "_target_" in node]
+        made = [
+            instantiate_checked(f"callbacks.{name}", node)
+            for name, node in (self.cfg.get("callbacks") or {}).items()
+            if node and "_target_" in node
+        ]
         return [c for c in made if self.cfg.trainer.enable_progress_bar or not isinstance(c, ProgressBar)]
 
     @cached_property
@@ -239,11 +282,24 @@ class Experiment:
                 return self.new_net().state_dict()
             target = self.cfg.pretrain.get("target_val_acc")
             stop = [] if target is None else [target_stop("pretrain/val/acc", target, self.cfg.pretrain.epochs)]
-            net = self.fit(self.new_net(), self.split.pretrain_train, "pretrain", self.cfg.pretrain, protocol=False, extra_callbacks=stop).net
+            net = self.fit(
+                self.new_net(),
+                self.split.pretrain_train,
+                "pretrain",
+                self.cfg.pretrain,
+                protocol=False,
+                extra_callbacks=stop,
+            ).net
             if stop and stop[0].stopping_reason.name == "STOPPING_THRESHOLD":
-                log.info("θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1)
+                log.info(
+                    "θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1
+                )
             elif stop:
-                log.warning("θ0 trained all %d epochs without reaching the target validation accuracy %g", self.cfg.pretrain.epochs, target)
+                log.warning(
+                    "θ0 trained all %d epochs without reaching the target validation accuracy %g",
+                    self.cfg.pretrain.epochs,
+                    target,
+                )
             return net.state_dict()
 
         return self.cache.get_or_build("theta0", self.theta0_material, build, label="θ0")
@@ -264,19 +320,38 @@ class Experiment:
             state[name] = rows
         return state
 
-    def trained(self, name: str, data: dict, start: dict[str, torch.Tensor], train_idx: torch.Tensor, stage: str, continual=None,
-                optimizer_state: dict | None = None) -> dict[str, torch.Tensor]:
+    def trained(
+        self,
+        name: str,
+        data: dict,
+        start: dict[str, torch.Tensor],
+        train_idx: torch.Tensor,
+        stage: str,
+        continual=None,
+        optimizer_state: dict | None = None,
+    ) -> dict[str, torch.Tensor]:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
         when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
         `optimizer_state` (a previous stage's; {} at the first stage) the optimizer starts from it, and the entry also
         holds the state it ended with (music.models.optimizer_state.split tells them apart)."""
 
         def build():
-            module = self.fit(self.model(start), train_idx, stage, self.cfg.finetune, continual=continual, optimizer_state=optimizer_state)
-            carried = {} if optimizer_state is None else flatten_optimizer_state(module.trainer.optimizers[0].state_dict())
+            module = self.fit(
+                self.model(start),
+                train_idx,
+                stage,
+                self.cfg.finetune,
+                continual=continual,
+                optimizer_state=optimizer_state,
+            )
+            carried = (
+                {} if optimizer_state is None else flatten_optimizer_state(module.trainer.optimizers[0].state_dict())
+            )
             return plain_state(module.net) | carried
 
-        return self.cache.get_or_build(name, training_material(self.cfg, self.theta0_material, data), build, label=stage)
+        return self.cache.get_or_build(
+            name, training_material(self.cfg, self.theta0_material, data), build, label=stage
+        )
 
     def finetuned(self, task: list[int]) -> dict[str, torch.Tensor]:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
@@ -284,7 +359,9 @@ class Experiment:
         key = tuple(sorted(task))
         if key not in self._finetuned:
             stage = "individual/task_" + "_".join(map(str, key))
-            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0, self.split.train_of(task), stage)
+            self._finetuned[key] = self.trained(
+                "finetune", {"task": list(key)}, self.theta0, self.split.train_of(task), stage
+            )
         return self._finetuned[key]
 
     def task_val_images(self) -> list[torch.Tensor]:
@@ -302,13 +379,18 @@ class Experiment:
         pool = self.split.train_of(task)
         generator = torch.Generator().manual_seed(stage_seed(self.cfg.seed, f"{purpose}/" + "_".join(map(str, task))))
         # on the CPU, where merge statistics and alignment compute
-        return self.data.train_images[pool[torch.randperm(len(pool), generator=generator)[:count]].to(self.device)].cpu()
+        return self.data.train_images[
+            pool[torch.randperm(len(pool), generator=generator)[:count]].to(self.device)
+        ].cpu()
 
     # ---- evaluation: one batched pass per split over resident tensors ----
     def predictions(self, net: nn.Module) -> Predictions:
         net.to(self.device)
         batch = self.cfg.data.eval_batch_size
-        return {split: predict(net, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
+        return {
+            split: predict(net, images, batch, self.allowed[labels])
+            for split, (images, labels) in self.eval_sets.items()
+        }
 
     @cached_property
     def theta0_predictions(self) -> Predictions:
@@ -346,13 +428,17 @@ class Experiment:
     def batchnorm_images_of(self, tasks: list[list[int]]) -> torch.Tensor:
         """The unlabeled images a merged model's BatchNorm statistics are re-estimated on: merge.num_samples training
         images of each of `tasks`, on the run's device."""
-        return torch.cat([self.unlabeled_images(task, self.cfg.merge.num_samples, "batchnorm") for task in tasks]).to(self.device)
+        return torch.cat([self.unlabeled_images(task, self.cfg.merge.num_samples, "batchnorm") for task in tasks]).to(
+            self.device
+        )
 
     @cached_property
     def batchnorm_images(self) -> torch.Tensor:
         return self.batchnorm_images_of(self.tasks)
 
-    def merged_model(self, state: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor], images: torch.Tensor | None = None) -> nn.Module:
+    def merged_model(
+        self, state: dict[str, torch.Tensor], theta0: dict[str, torch.Tensor], images: torch.Tensor | None = None
+    ) -> nn.Module:
         """The model θ = `state` a merge made. Under merge.batchnorm=recompute its BatchNorm running statistics are
         re-estimated on unlabeled task images (`images`, default every task's: batchnorm_images), unless its parameters
         are θ0's (λ = 0 is θ0 exactly); a tangent model normalises with θ0's statistics by construction. Under
@@ -360,21 +446,32 @@ class Experiment:
         model = self.model(state).to(self.device)
         if self.recomputes_batchnorm:
             if any(not torch.equal(state[name], theta0[name]) for name, _ in model.named_parameters()):
-                recompute_batchnorm(model, self.batchnorm_images if images is None else images, self.cfg.data.eval_batch_size)
+                recompute_batchnorm(
+                    model, self.batchnorm_images if images is None else images, self.cfg.data.eval_batch_size
+                )
         elif self.cfg.merge.batchnorm == "merge":
             for layer in batchnorm_layers(model):
                 if layer.running_var is not None:  # None: a layer that tracks no statistics
                     layer.running_var.clamp_(min=0)
         return model
 
-    def predictions_along(self, theta0: dict[str, torch.Tensor], direction: TaskVector, lambdas: list[float], batchnorm_images: torch.Tensor | None = None) -> list[Predictions]:
+    def predictions_along(
+        self,
+        theta0: dict[str, torch.Tensor],
+        direction: TaskVector,
+        lambdas: list[float],
+        batchnorm_images: torch.Tensor | None = None,
+    ) -> list[Predictions]:
         """Predictions of the models θ0 + λ·direction for each λ: what a λ search evaluates (sharing the dense first
         layer's work across λ where the network has one; see predict_along)."""
         models = [self.merged_model(direction.apply_to(theta0, lam), theta0, batchnorm_images) for lam in lambdas]
         if dense_stem(models[0]) is None:  # e.g. a CNN, or a linearized network
             return [self.predictions(model) for model in models]
         base, batch = self.model(theta0).to(self.device), self.cfg.data.eval_batch_size
-        along = {split: predict_along(base, models, lambdas, direction.deltas, images, batch, self.allowed[labels]) for split, (images, labels) in self.eval_sets.items()}
+        along = {
+            split: predict_along(base, models, lambdas, direction.deltas, images, batch, self.allowed[labels])
+            for split, (images, labels) in self.eval_sets.items()
+        }
         return [{split: preds[i] for split, preds in along.items()} for i in range(len(lambdas))]
 
     def metrics(self, preds: Predictions, tasks: list[list[int]] | None = None) -> dict[str, float | None]:

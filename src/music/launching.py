@@ -12,7 +12,6 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-
 POOL_ENV = "MUSIC_GPU_POOL"  # the launching process's visible GPU ids, "0,1,…" ("" for none), for the workers
 WORKERS_ENV = "MUSIC_POOL_WORKERS"  # how many workers the pool has
 _claimed: dict = {}  # this process's claim: {"device": "cuda:<id>" | "cpu", "lock": FileLock}
@@ -29,7 +28,9 @@ def pool_size(cpu_workers: int) -> int:
 
         count = torch.cuda.device_count()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = [i.strip() for i in visible.split(",") if i.strip()][:count] if visible else [str(i) for i in range(count)]
+        ids = (
+            [i.strip() for i in visible.split(",") if i.strip()][:count] if visible else [str(i) for i in range(count)]
+        )
         os.environ[POOL_ENV] = ",".join(ids)
         os.environ[WORKERS_ENV] = str(len(ids) or int(cpu_workers))
     return int(os.environ[WORKERS_ENV])
@@ -48,7 +49,11 @@ def run_group(fallback: str) -> str:
 def register_resolvers() -> None:
     from music.data.sources import one_task_per_class
 
-    for name, resolver in (("music.pool_size", pool_size), ("music.run_group", run_group), ("music.one_task_per_class", one_task_per_class)):
+    for name, resolver in (
+        ("music.pool_size", pool_size),
+        ("music.run_group", run_group),
+        ("music.one_task_per_class", one_task_per_class),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

@@ -21,26 +21,49 @@ from scipy import stats
 
 METRICS = ["test/acc", "test/acc_seen", "test/acc_unseen", "forgetting"]
 # shown where some run of a setting has them
-ALIGN_METRICS = ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/residual_orthogonal", "align/residual_lstsq"]
+ALIGN_METRICS = [
+    "test/acc_before_align",
+    "align/kl_before",
+    "align/kl_after",
+    "align/residual_orthogonal",
+    "align/residual_lstsq",
+]
 BASELINE = "merged"  # the default experiment each row is paired with (--baseline)
 
 
 def delta_key(baseline: str = BASELINE) -> str:
     return f"Δ test/acc vs {baseline}"
+
+
 COLLAPSED = "collapsed to θ0"
 THETA0 = "θ0 (pretrained)"
 # table and chart order: methods that read more data, or the task id at test, are a different contest
-FAMILY_COLOURS = {"θ0": "#7f7f7f", "fine-tuning": "#1f77b4", "merging, data-free": "#ff7f0e", "merging, unlabeled data": "#bcbd22",
-                  "merging, labeled data": "#8c564b", "merging + alignment": "#2ca02c", "task id at test": "#9467bd", "negation": "#d62728"}
+FAMILY_COLOURS = {
+    "θ0": "#7f7f7f",
+    "fine-tuning": "#1f77b4",
+    "merging, data-free": "#ff7f0e",
+    "merging, unlabeled data": "#bcbd22",
+    "merging, labeled data": "#8c564b",
+    "merging + alignment": "#2ca02c",
+    "task id at test": "#9467bd",
+    "negation": "#d62728",
+}
 FAMILIES = list(FAMILY_COLOURS)
 DATA_ORDER = ("none", "unlabeled", "labeled")
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST", "cifar10": "CIFAR-10",
-                 "cifar100": "CIFAR-100", "svhn": "SVHN"}
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "kmnist": "KMNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "svhn": "SVHN",
+}
 HEAD_NAMES = {"shared": "shared head", "per_task": "per-task heads"}
 MISSING = None  # the value of an override key a run does not set
 
 
 # ---------------------------------------------------------------- runs, settings, variants (pure)
+
 
 def load_runs(folders: list[str | Path]) -> list[dict]:
     runs = []
@@ -64,7 +87,8 @@ def setting_of(run: dict) -> str:
     """What the runs of one table share: dataset, tasks, head protocol, and the optimizer state across sequential stages
     when it is carried (fresh, the default, is not spelled: runs from before the setting existed were fresh)."""
     carried = " optimizer_state=carry" if run.get("optimizer_state") == "carry" else ""
-    return f"{run.get('dataset')} tasks={json.dumps(run.get('tasks'), separators=(',', ':'))} head={run.get('head', 'shared')}{carried}"
+    tasks = json.dumps(run.get("tasks"), separators=(",", ":"))
+    return f"{run.get('dataset')} tasks={tasks} head={run.get('head', 'shared')}{carried}"
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -181,11 +205,16 @@ def pretty_setting(run: dict) -> str:
     if len(tasks) <= 5 and len(listed) <= 30:
         what += f" ({listed})"
     head = run.get("head", "shared")
-    optimizer = ", optimizer state carried across sequential stages" if run.get("optimizer_state") == "carry" else ", a fresh optimizer per stage"
+    optimizer = (
+        ", optimizer state carried across sequential stages"
+        if run.get("optimizer_state") == "carry"
+        else ", a fresh optimizer per stage"
+    )
     return f"{dataset}, {what}, {HEAD_NAMES.get(head, str(head))}{optimizer}"
 
 
 # ---------------------------------------------------------------- the table (pure)
+
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return t_interval(values) if values else (None, None)
@@ -205,12 +234,18 @@ def _theta0_rows(setting: str, runs: list[dict], baseline: dict[int, dict] | Non
     groups = defaultdict(list)
     for run in runs:
         groups[run.get("theta0/setting", run.get("theta0/key"))].append(run)
-    names = variants([dict(r, experiment="theta0") for r in (members[0] for members in groups.values())]) if len(groups) > 1 else [()] * len(groups)
+    names = (
+        variants([dict(r, experiment="theta0") for r in (members[0] for members in groups.values())])
+        if len(groups) > 1
+        else [()] * len(groups)
+    )
     rows = [_theta0_row(setting, members, baseline, delta, name) for members, name in zip(groups.values(), names)]
     return [row for row in rows if row]
 
 
-def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str, variant: tuple = ()) -> dict | None:
+def _theta0_row(
+    setting: str, runs: list[dict], baseline: dict[int, dict] | None, delta: str, variant: tuple = ()
+) -> dict | None:
     """θ0's test accuracy per seed: `theta0/test/acc` of the runs, else the test/acc of `pretrain` runs."""
     by_seed = defaultdict(list)
     for run in runs:
@@ -224,9 +259,21 @@ def _theta0_row(setting: str, runs: list[dict], baseline: dict[int, dict] | None
         return None
     per_seed = {seed: statistics.fmean(v) for seed, v in by_seed.items()}  # the runs of a seed and key share θ0
     name = THETA0 if runs[0].get("theta0/source", "trained") != "random" else "θ0 (random init)"
-    row = {"setting": setting, "pretty": pretty_setting(runs[0]), "method": method_label(name, variant), "experiment": "theta0", "variant": variant,
-           "family": "θ0", "n": len(per_seed), "seeds": sorted(per_seed), COLLAPSED: None, "collapsed of": None,
-           "data": "–", "task id at test": "no", "memory": "–"}
+    row = {
+        "setting": setting,
+        "pretty": pretty_setting(runs[0]),
+        "method": method_label(name, variant),
+        "experiment": "theta0",
+        "variant": variant,
+        "family": "θ0",
+        "n": len(per_seed),
+        "seeds": sorted(per_seed),
+        COLLAPSED: None,
+        "collapsed of": None,
+        "data": "–",
+        "task id at test": "no",
+        "memory": "–",
+    }
     for metric in METRICS + ALIGN_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
@@ -245,7 +292,9 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run, variant in zip(runs, variants(runs)):
         if strategy_of(run) != "pretrain":  # θ0's own runs make the θ0 row
-            groups[(setting_of(run), run["experiment"], variant)][run["seed"]] = run  # one run per seed (the last found)
+            groups[(setting_of(run), run["experiment"], variant)][run["seed"]] = (
+                run  # one run per seed (the last found)
+            )
     rows = []
     by_setting = defaultdict(list)
     for run in runs:
@@ -267,13 +316,27 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
             if where != setting:
                 continue
             first = next(iter(by_seed.values()))
-            row = {"setting": setting, "pretty": pretty_setting(first), "method": method_label(experiment, variant),
-                   "experiment": experiment, "variant": variant, "family": family_of(first), "n": len(by_seed), "seeds": sorted(by_seed)}
+            row = {
+                "setting": setting,
+                "pretty": pretty_setting(first),
+                "method": method_label(experiment, variant),
+                "experiment": experiment,
+                "variant": variant,
+                "family": family_of(first),
+                "n": len(by_seed),
+                "seeds": sorted(by_seed),
+            }
             row["data"], row["task id at test"] = labels_of(first)
             row["memory"] = first.get("continual/memory", "–")  # what a continual method keeps between stages
             for metric in METRICS + ALIGN_METRICS:
-                row[metric], row[f"{metric} ci95"] = _stats([r[metric] for r in by_seed.values() if r.get(metric) is not None])
-            flags = [bool(r["merge/collapsed_to_theta0"]) for r in by_seed.values() if r.get("merge/collapsed_to_theta0") is not None]
+                row[metric], row[f"{metric} ci95"] = _stats(
+                    [r[metric] for r in by_seed.values() if r.get(metric) is not None]
+                )
+            flags = [
+                bool(r["merge/collapsed_to_theta0"])
+                for r in by_seed.values()
+                if r.get("merge/collapsed_to_theta0") is not None
+            ]
             row[COLLAPSED], row["collapsed of"] = (sum(flags), len(flags)) if flags else (None, None)
             paired_with = baseline_of(by_seed) if experiment != baseline else {}
             row |= _paired({seed: r["test/acc"] for seed, r in by_seed.items()}, paired_with, delta)
@@ -292,8 +355,10 @@ def theta0_training(runs: list[dict]) -> str | None:
     line = f"θ0: target validation accuracy {statistics.fmean(targets.values()):.3f}"
     if val:
         reached = sum(acc >= targets[seed] for seed, acc in val.items())
-        line += (f", reached by {reached}/{len(val)} seeds; its validation accuracy {_fmt(*t_interval(list(val.values())))}"
-                 f" (mean over the {len(val)} seeds)")
+        line += (
+            f", reached by {reached}/{len(val)} seeds; its validation accuracy {_fmt(*t_interval(list(val.values())))}"
+            f" (mean over the {len(val)} seeds)"
+        )
     return line
 
 
@@ -305,7 +370,11 @@ def _fmt(mean, half) -> str:
 
 def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
     metrics = METRICS + ALIGN_METRICS + [delta_key(baseline)]
-    columns = ["setting", "method", "family", "data", "task id at test", "memory", "n", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95")] + ["paired seeds", COLLAPSED, "collapsed of"]
+    columns = (
+        ["setting", "method", "family", "data", "task id at test", "memory", "n", "seeds"]
+        + [c for m in metrics for c in (m, f"{m} ci95")]
+        + ["paired seeds", COLLAPSED, "collapsed of"]
+    )
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -313,17 +382,37 @@ def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
             writer.writerow({c: (" ".join(map(str, row[c])) if c == "seeds" else row[c]) for c in columns})
 
 
-def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path] | None = None, baseline: str = BASELINE) -> str:
+def markdown(
+    rows: list[dict], runs: list[dict] | None = None, images: list[Path] | None = None, baseline: str = BASELINE
+) -> str:
     """report.md: per setting a heading in words, θ0's training line, the table, then the plots (PNG)."""
     key = delta_key(baseline)
     delta = f"{key} (paired)"
-    lines = ["# Report", "", "Mean ± half-width of the 95% confidence interval (t distribution over seeds); "
-             f"{delta}: mean difference to `{baseline}` on the seeds both have.", ""]
+    lines = [
+        "# Report",
+        "",
+        "Mean ± half-width of the 95% confidence interval (t distribution over seeds); "
+        f"{delta}: mean difference to `{baseline}` on the seeds both have.",
+        "",
+    ]
     for index, setting in enumerate(dict.fromkeys(r["setting"] for r in rows)):
         mine = [r for r in rows if r["setting"] == setting]
         shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
         collapsed = any(r[COLLAPSED] is not None for r in mine)
-        header = ["method", "data", "task id at test", "memory", "n", "test acc", "seen", "unseen", "forgetting", *shown[len(METRICS):], *[COLLAPSED] * collapsed, delta]
+        header = [
+            "method",
+            "data",
+            "task id at test",
+            "memory",
+            "n",
+            "test acc",
+            "seen",
+            "unseen",
+            "forgetting",
+            *shown[len(METRICS) :],
+            *[COLLAPSED] * collapsed,
+            delta,
+        ]
         lines += [f"## {mine[0]['pretty']}", "", f"`{setting}`", ""]
         training = theta0_training([r for r in runs or [] if setting_of(r) == setting])
         if training:
@@ -334,7 +423,11 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
             if collapsed:
                 cells.append("–" if r[COLLAPSED] is None else f"{r[COLLAPSED]}/{r['collapsed of']}")
             paired = _fmt(r[key], r[f"{key} ci95"])
-            lines.append(f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['memory']} | {r['n']} | " + " | ".join(cells) + f" | {paired} |")
+            lines.append(
+                f"| {r['method']} | {r['data']} | {r['task id at test']} | {r['memory']} | {r['n']} | "
+                + " | ".join(cells)
+                + f" | {paired} |"
+            )
         lines.append("")
         for image in images or []:
             if image.suffix == ".png" and image.stem.endswith(f"_{index}"):
@@ -344,9 +437,11 @@ def markdown(rows: list[dict], runs: list[dict] | None = None, images: list[Path
 
 # ---------------------------------------------------------------- plots
 
-_CAPTIONS = {"methods": "Test accuracy by method (mean, 95% CI over seeds)",
-             "lambda_curves": "Accuracy along λ (mean over seeds, band min–max over seeds)",
-             "acc_matrix": "Sequential fine-tuning: accuracy matrix (mean over seeds)"}
+_CAPTIONS = {
+    "methods": "Test accuracy by method (mean, 95% CI over seeds)",
+    "lambda_curves": "Accuracy along λ (mean over seeds, band min–max over seeds)",
+    "acc_matrix": "Sequential fine-tuning: accuracy matrix (mean over seeds)",
+}
 
 
 def lambda_curves(runs: list[dict], labels: list[str]) -> dict[str, dict]:
@@ -371,7 +466,10 @@ def distinct_curves(curves: dict[str, dict]) -> dict[str, dict]:
     for label, curve in sorted(curves.items()):
         if len(curve["points"]) > 1:
             shared[json.dumps(sorted((lam, sorted(p)) for lam, p in curve["points"].items()))].append(label)
-    return {labels[0] + (f" (also {', '.join(labels[1:])})" if len(labels) > 1 else ""): curves[labels[0]] for labels in shared.values()}
+    return {
+        labels[0] + (f" (also {', '.join(labels[1:])})" if len(labels) > 1 else ""): curves[labels[0]]
+        for labels in shared.values()
+    }
 
 
 def plot(runs: list[dict], rows: list[dict], out: Path) -> list[Path]:
@@ -408,17 +506,31 @@ def _methods_chart(plt, rows: list[dict], theta0: float | None, title: str, stem
     from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["test/acc"] is not None]
-    names = [r["method"] if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True) for r in rows]
+    names = [
+        r["method"] if r["family"] == "θ0" else method_label(r["experiment"], r["variant"], short=True) for r in rows
+    ]
     fig, ax = plt.subplots(figsize=(max(5.5, 0.5 * len(rows) + 2.5), 4.8))
     means = [r["test/acc"] for r in rows]
     halves = [r["test/acc ci95"] or 0 for r in rows]
-    ax.bar(range(len(rows)), means, yerr=halves, capsize=3, color=[FAMILY_COLOURS[r["family"]] for r in rows],
-           edgecolor="black", linewidth=0.5, error_kw={"linewidth": 0.8})
+    ax.bar(
+        range(len(rows)),
+        means,
+        yerr=halves,
+        capsize=3,
+        color=[FAMILY_COLOURS[r["family"]] for r in rows],
+        edgecolor="black",
+        linewidth=0.5,
+        error_kw={"linewidth": 0.8},
+    )
     low = min([m - h for m, h in zip(means, halves)] + ([theta0] if theta0 is not None else []))
     high = max([m + h for m, h in zip(means, halves)] + ([theta0] if theta0 is not None else []))
     pad = max(0.1 * (high - low), 0.01)
     ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
-    handles = [Patch(facecolor=FAMILY_COLOURS[f], edgecolor="black", linewidth=0.5, label=f) for f in FAMILIES if any(r["family"] == f for r in rows)]
+    handles = [
+        Patch(facecolor=FAMILY_COLOURS[f], edgecolor="black", linewidth=0.5, label=f)
+        for f in FAMILIES
+        if any(r["family"] == f for r in rows)
+    ]
     if theta0 is not None:
         ax.axhline(theta0, color=FAMILY_COLOURS["θ0"], linestyle="--", linewidth=1)
         handles.append(Line2D([], [], color=FAMILY_COLOURS["θ0"], linestyle="--", label=f"θ0 = {theta0:.3f}"))
@@ -440,10 +552,20 @@ def _draw_curve(ax, curve: dict, colour) -> None:
         kept = [(lam, v) for lam, v in zip(lambdas, values) if v]
         xs = [lam for lam, _ in kept]
         ax.plot(xs, [statistics.fmean(v) for _, v in kept], style, color=colour, linewidth=1.3)
-        ax.fill_between(xs, [min(v) for _, v in kept], [max(v) for _, v in kept], color=colour, alpha=alpha, linewidth=0)
+        ax.fill_between(
+            xs, [min(v) for _, v in kept], [max(v) for _, v in kept], color=colour, alpha=alpha, linewidth=0
+        )
     if curve["picked"]:
-        ax.scatter([p[1] for p in curve["picked"]], [p[2] for p in curve["picked"]], marker="o", s=22, facecolor="white",
-                   edgecolor=colour, linewidth=1.2, zorder=3)
+        ax.scatter(
+            [p[1] for p in curve["picked"]],
+            [p[2] for p in curve["picked"]],
+            marker="o",
+            s=22,
+            facecolor="white",
+            edgecolor=colour,
+            linewidth=1.2,
+            zorder=3,
+        )
 
 
 PANELS_FROM = 4  # this many curves or more: one small panel per method on shared axes instead of one tangle
@@ -460,8 +582,14 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
     panels = len(items) >= PANELS_FROM
     columns = min(3, len(items)) if panels else 1
     rows = math.ceil(len(items) / columns) if panels else 1
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns + 1.8, 2.6 * rows + 0.9) if panels else (6.5, 4),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.2 * columns + 1.8, 2.6 * rows + 0.9) if panels else (6.5, 4),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     handles = []
     for index, (label, curve, colour) in enumerate(items):
         ax = axes.flat[index] if panels else axes[0, 0]
@@ -469,19 +597,31 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
         if panels:
             ax.set_title(textwrap.fill(label, 40), fontsize=8)
         else:
-            handles.append(Line2D([], [], color=colour, linewidth=2, label=label.replace(" [", "\n[").replace("] (", "]\n(")))
+            handles.append(
+                Line2D([], [], color=colour, linewidth=2, label=label.replace(" [", "\n[").replace("] (", "]\n("))
+            )
     for ax in axes.flat[: len(items) if panels else 1]:
         if theta0 is not None:
             ax.axhline(theta0, color=FAMILY_COLOURS["θ0"], linestyle=":", linewidth=1)
         ax.grid(linewidth=0.4, alpha=0.5)
-    for ax in axes.flat[len(items) if panels else 1:]:
+    for ax in axes.flat[len(items) if panels else 1 :]:
         ax.set_visible(False)
     if theta0 is not None:
         handles.append(Line2D([], [], color=FAMILY_COLOURS["θ0"], linestyle=":", label=f"θ0 test = {theta0:.3f}"))
-    handles += [Line2D([], [], color="black", linestyle="-", label="test (mean)"),
-                Line2D([], [], color="black", linestyle="--", label="validation (mean)"),
-                Patch(facecolor="black", alpha=0.2, label="min–max over seeds"),
-                Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black", label="λ picked on val (per seed)")]
+    handles += [
+        Line2D([], [], color="black", linestyle="-", label="test (mean)"),
+        Line2D([], [], color="black", linestyle="--", label="validation (mean)"),
+        Patch(facecolor="black", alpha=0.2, label="min–max over seeds"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            label="λ picked on val (per seed)",
+        ),
+    ]
     for ax in axes[-1]:
         ax.set_xlabel("λ")
     for ax in axes[:, 0]:
@@ -495,7 +635,9 @@ def _matrix_chart(plt, matrices: dict[str, list], tasks: list | None, title: str
     count = len(matrices)
     size = len(next(iter(matrices.values()))[0])
     cell = max(0.45, min(1.0, 5 / size))
-    fig, axes = plt.subplots(1, count, figsize=(count * (cell * size + 1.2) + 1, cell * size + 1.3), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, count, figsize=(count * (cell * size + 1.2) + 1, cell * size + 1.3), squeeze=False, layout="constrained"
+    )
     names = [json.dumps(t, separators=(",", ":")) for t in tasks or []]
     ticks = names if len(names) == size and max(map(len, names)) <= 7 else [str(j + 1) for j in range(size)]
     cmap = plt.get_cmap("viridis")
@@ -506,8 +648,15 @@ def _matrix_chart(plt, matrices: dict[str, list], tasks: list | None, title: str
         for i in range(rows):
             for j in range(cols):
                 red, green, blue, _ = cmap(mean[i][j])
-                ax.text(j, i, f"{abs(mean[i][j]) if round(mean[i][j], 2) == 0 else mean[i][j]:.2f}", ha="center", va="center",
-                        fontsize=7 if size > 6 else 8, color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{abs(mean[i][j]) if round(mean[i][j], 2) == 0 else mean[i][j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7 if size > 6 else 8,
+                    color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white",
+                )
         ax.set_xticks(range(cols), ticks[:cols], rotation=0 if max(map(len, ticks)) <= 3 else 45)
         ax.set_yticks(range(rows), ticks[:rows])
         ax.set_xlabel("accuracy on task j")
@@ -533,6 +682,7 @@ def _save(plt, fig, stem: Path, tight: bool = True) -> list[Path]:
 
 # ---------------------------------------------------------------- W&B, command line
 
+
 def log_to_wandb(rows: list[dict], images: list[Path], out: Path) -> None:
     """The table and plots (PNG) as one W&B run (offline unless WANDB_MODE says otherwise; files under `out`)."""
     import wandb
@@ -555,7 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", help="sweep or run folders (searched for metrics.json)")
     parser.add_argument("--out", help="where report.md, report.csv and the plots go (default: the first folder)")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
-    parser.add_argument("--baseline", default=BASELINE, help=f"the experiment each row is paired with (default: {BASELINE})")
+    parser.add_argument(
+        "--baseline", default=BASELINE, help=f"the experiment each row is paired with (default: {BASELINE})"
+    )
     args = parser.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:

@@ -8,15 +8,23 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from music.atomic import unwritable
 from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
-from music.atomic import unwritable
 from music.errors import ConfigError, MusicError, traceback_wanted
 from music.experiment import Experiment
 from music.launching import claim_device
 from music.strategies import STRATEGIES
-from music.tracking import close_loggers, instantiate_loggers, keep_wandb_in, scalars, start_loggers, summary_lines, write_metrics
+from music.tracking import (
+    close_loggers,
+    instantiate_loggers,
+    keep_wandb_in,
+    scalars,
+    start_loggers,
+    summary_lines,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +85,25 @@ def run(cfg: DictConfig) -> dict:
     try:
         start_loggers(loggers, OmegaConf.to_container(cfg, resolve=True))
         exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
-        metrics = {"experiment": cfg.experiment_name, "strategy": cfg.strategy, "overrides": own_overrides(), "seed": cfg.seed, "dataset": cfg.data.name, "tasks": exp.tasks, "head": exp.head,
-                   "optimizer_state": cfg.finetune.optimizer_state}
+        metrics = {
+            "experiment": cfg.experiment_name,
+            "strategy": cfg.strategy,
+            "overrides": own_overrides(),
+            "seed": cfg.seed,
+            "dataset": cfg.data.name,
+            "tasks": exp.tasks,
+            "head": exp.head,
+            "optimizer_state": cfg.finetune.optimizer_state,
+        }
         metrics |= STRATEGIES[cfg.strategy](exp)
         metrics |= theta0_figures(exp)
         write_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
         for logger in loggers:
-            logger.log_metrics({f"final/{k}": v for k, v in scalars(metrics).items()} | {f"time/{k}_s": v for k, v in exp.timings.items()})
+            logger.log_metrics(
+                {f"final/{k}": v for k, v in scalars(metrics).items()}
+                | {f"time/{k}_s": v for k, v in exp.timings.items()}
+            )
         failed = False
     finally:
         close_loggers(loggers, failed)
@@ -101,7 +120,9 @@ def claim_pool_device(cfg: DictConfig) -> None:
         return
     if HydraConfig.get().runtime.choices.get("hydra/launcher") == "gpu_pool":
         device = claim_device(Path(cfg.paths.log_dir) / "gpu_locks")
-        log.info("gpu_pool worker %d runs on %s", os.getpid(), device or "the devices it was given (n_jobs set by hand)")
+        log.info(
+            "gpu_pool worker %d runs on %s", os.getpid(), device or "the devices it was given (n_jobs set by hand)"
+        )
 
 
 def main(cfg: DictConfig) -> float | None:

@@ -30,12 +30,16 @@ def is_number(value) -> bool:
 def in_interval(value, interval: str) -> bool:
     """Whether a number lies in an interval written like "(0, 1]" or "[0, inf)" (NaN lies in none)."""
     low, high = (float(x) for x in interval[1:-1].split(","))
-    return (low <= value if interval[0] == "[" else low < value) and (value <= high if interval[-1] == "]" else value < high)
+    return (low <= value if interval[0] == "[" else low < value) and (
+        value <= high if interval[-1] == "]" else value < high
+    )
 
 
 def fits(value, declaration: str) -> bool:
     if declaration.startswith("list "):
-        return isinstance(value, (list, tuple, ListConfig)) and all(fits(v, declaration.removeprefix("list ")) for v in value)
+        return isinstance(value, (list, tuple, ListConfig)) and all(
+            fits(v, declaration.removeprefix("list ")) for v in value
+        )
     if declaration == "bool":
         return isinstance(value, bool)
     integer = declaration.startswith("int ")
@@ -46,7 +50,9 @@ def allowed(declaration: str) -> str:
     """What a declaration allows, in words: "an integer in [1, inf)", "a list of numbers in (0, 1]", "true or false"."""
     if declaration.startswith("list "):
         inner = allowed(declaration.removeprefix("list "))
-        return "a list of " + inner.replace("an integer", "integers").replace("a number", "numbers").replace("true or false", "booleans")
+        return "a list of " + inner.replace("an integer", "integers").replace("a number", "numbers").replace(
+            "true or false", "booleans"
+        )
     if declaration == "bool":
         return "true or false"
     return f"{'an integer' if declaration.startswith('int ') else 'a number'} in {declaration.removeprefix('int ')}"

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from music.errors import ConfigError, MusicError
 
 # pending reasons after which Slurm never starts the job by itself (its request exceeds what the partition allows)
-NEVER = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS"}
+NEVER = {
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+}
 PER_JOB_LIMIT = re.compile(r"^(QOS|Assoc)Max\w*PerJob\w*$")  # a QOS or association's per-job limit: never, too
 # reasons that usually mean "wait", and mean "never" only when no node of the partition could hold the job
 MAYBE = {"Resources", "ReqNodeNotAvail", "Priority"}
@@ -52,7 +59,11 @@ def parse_minutes(text: str) -> float | None:
         parts += [0.0] * (3 - len(parts))
         return float(days) * 1440 + parts[0] * 60 + parts[1] + parts[2] / 60
     # minutes | minutes:seconds | hours:minutes:seconds
-    return {1: lambda: parts[0], 2: lambda: parts[0] + parts[1] / 60, 3: lambda: parts[0] * 60 + parts[1] + parts[2] / 60}[len(parts)]()
+    return {
+        1: lambda: parts[0],
+        2: lambda: parts[0] + parts[1] / 60,
+        3: lambda: parts[0] * 60 + parts[1] + parts[2] / 60,
+    }[len(parts)]()
 
 
 def parse_gpus(gres: str) -> int:
@@ -80,8 +91,14 @@ def parse_offer(nodes: str, partitions: str, partition: str | None) -> Offer | N
     if not mine:
         return None
     limit = next((value for key, value in limits.items() if key.rstrip("*") == name), "infinite")
-    return Offer(name, max(int(r[1].rstrip("+")) for r in mine.values()), max(int(r[2].rstrip("+")) for r in mine.values()),
-                 max(parse_gpus(r[3]) for r in mine.values()), len(mine), parse_minutes(limit))
+    return Offer(
+        name,
+        max(int(r[1].rstrip("+")) for r in mine.values()),
+        max(int(r[2].rstrip("+")) for r in mine.values()),
+        max(parse_gpus(r[3]) for r in mine.values()),
+        len(mine),
+        parse_minutes(limit),
+    )
 
 
 def read_offer(partition: str | None) -> Offer | None:
@@ -99,23 +116,39 @@ def impossible_request(params: dict, offer: Offer) -> ConfigError | None:
     cpus, mem_gb, gpus = params.get("cpus_per_task") or 1, params.get("mem_gb"), params.get("gpus_per_node") or 0
     nodes, minutes = params.get("nodes") or 1, params.get("timeout_min")
     if cpus * per_node > offer.cpus:
-        return ConfigError("hydra.launcher.cpus_per_task", cpus, f"at most {offer.cpus // per_node}: the largest node of {where} has "
-                                                                 f"{offer.cpus} CPUs (sinfo)")
+        return ConfigError(
+            "hydra.launcher.cpus_per_task",
+            cpus,
+            f"at most {offer.cpus // per_node}: the largest node of {where} has {offer.cpus} CPUs (sinfo)",
+        )
     if mem_gb is not None and mem_gb * 1024 > offer.memory_mb:
-        return ConfigError("hydra.launcher.mem_gb", mem_gb, f"at most {offer.memory_mb // 1024}: the largest node of {where} has "
-                                                            f"{offer.memory_mb} MB of memory (sinfo)")
+        return ConfigError(
+            "hydra.launcher.mem_gb",
+            mem_gb,
+            f"at most {offer.memory_mb // 1024}: the largest node of {where} has "
+            f"{offer.memory_mb} MB of memory (sinfo)",
+        )
     if gpus > offer.gpus:
-        return ConfigError("hydra.launcher.gpus_per_node", gpus, f"at most {offer.gpus}: the largest node of {where} has {offer.gpus} "
-                                                                 "GPUs (sinfo; 0 on CPU-only nodes)")
+        return ConfigError(
+            "hydra.launcher.gpus_per_node",
+            gpus,
+            f"at most {offer.gpus}: the largest node of {where} has {offer.gpus} GPUs (sinfo; 0 on CPU-only nodes)",
+        )
     if nodes > offer.nodes:
-        return ConfigError("hydra.launcher.nodes", nodes, f"at most {offer.nodes}: {where} has {offer.nodes} node(s) (sinfo)")
+        return ConfigError(
+            "hydra.launcher.nodes", nodes, f"at most {offer.nodes}: {where} has {offer.nodes} node(s) (sinfo)"
+        )
     if minutes is not None and offer.time_limit_min is not None and minutes > offer.time_limit_min:
-        return ConfigError("hydra.launcher.timeout_min", minutes, f"at most {offer.time_limit_min:g}: {where}'s time limit (sinfo)")
+        return ConfigError(
+            "hydra.launcher.timeout_min", minutes, f"at most {offer.time_limit_min:g}: {where}'s time limit (sinfo)"
+        )
     return None
 
 
 def asked(params: dict) -> str:
-    return ", ".join(f"hydra.launcher.{key}={'null' if params.get(key) is None else params.get(key)}" for key in REQUEST)
+    return ", ".join(
+        f"hydra.launcher.{key}={'null' if params.get(key) is None else params.get(key)}" for key in REQUEST
+    )
 
 
 def never_starts(reason: str, params: dict, offer: Offer | None) -> MusicError | None:
@@ -124,7 +157,9 @@ def never_starts(reason: str, params: dict, offer: Offer | None) -> MusicError |
     code = reason.split(",")[0].strip()
     problem = impossible_request(params, offer) if offer else None
     if code in NEVER or PER_JOB_LIMIT.match(code):
-        return problem or MusicError(f"Slurm will never start the jobs: they pend with reason {reason} (each asks for {asked(params)})")
+        return problem or MusicError(
+            f"Slurm will never start the jobs: they pend with reason {reason} (each asks for {asked(params)})"
+        )
     return problem if code in MAYBE else None
 
 
@@ -151,18 +186,29 @@ def sbatch_refusal(said: str | None, params: dict) -> MusicError:
     """The one-line error for a submission sbatch refused (`said`: what it printed; None: no sbatch on PATH), naming
     the `hydra.launcher.*` setting at fault when sbatch's words, or the nodes' offer, point at one."""
     if said is None:
-        return MusicError("hydra/launcher=slurm needs Slurm's sbatch on PATH: launch the sweep where sbatch runs "
-                          "(the cluster's login node)")
-    lines = [re.sub(r"^sbatch: ((error|fatal): )?(Batch job submission failed: )?", "", line.strip())
-             for line in said.splitlines() if line.strip()]
+        return MusicError(
+            "hydra/launcher=slurm needs Slurm's sbatch on PATH: launch the sweep where sbatch runs "
+            "(the cluster's login node)"
+        )
+    lines = [
+        re.sub(r"^sbatch: ((error|fatal): )?(Batch job submission failed: )?", "", line.strip())
+        for line in said.splitlines()
+        if line.strip()
+    ]
     said = "; ".join(dict.fromkeys(lines))
     gpus, partition = params.get("gpus_per_node"), params.get("partition")
     if "partition" in said.lower():
-        return ConfigError("hydra.launcher.partition", partition,
-                           f"sbatch refused the jobs: {said} (`sinfo` lists the partitions; null: the default one)")
+        return ConfigError(
+            "hydra.launcher.partition",
+            partition,
+            f"sbatch refused the jobs: {said} (`sinfo` lists the partitions; null: the default one)",
+        )
     if "gres" in said.lower() or "gpu" in said.lower():
-        return ConfigError("hydra.launcher.gpus_per_node", gpus,
-                           f"sbatch refused the jobs: {said} (set it to 0 for nodes without GPUs)")
+        return ConfigError(
+            "hydra.launcher.gpus_per_node",
+            gpus,
+            f"sbatch refused the jobs: {said} (set it to 0 for nodes without GPUs)",
+        )
     offer = read_offer(partition)
     problem = impossible_request(params, offer) if offer else None
     if problem:

@@ -51,11 +51,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         if shutil.which("sbatch") is None:
             raise slurm.sbatch_refusal(None, self.params)
         init_keys = {"submitit_folder", "max_num_timeout"}
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
-                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR,
+            folder=self.params["submitit_folder"],
+            slurm_max_num_timeout=self.params["max_num_timeout"],
+        )
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
-                                      for k, v in self.params.items() if k not in init_keys})
+        executor.update_parameters(
+            **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k not in init_keys}
+        )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -96,9 +100,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     since = gone.setdefault(job.job_id, time.monotonic())
                     if time.monotonic() - since > self.GRACE_S and not has_result(job):
                         self.cancel(array_id)
-                        raise MusicError(f"Slurm job {job.job_id} ({name}) left the queue without a result (last seen "
-                                         f"{last.get(job.job_id, 'pending').lower()}: cancelled or killed); the sweep's other "
-                                         f"jobs are cancelled; its log: {job.paths.stderr}")
+                        raise MusicError(
+                            f"Slurm job {job.job_id} ({name}) left the queue without a result (last seen "
+                            f"{last.get(job.job_id, 'pending').lower()}: cancelled or killed); the sweep's other "
+                            f"jobs are cancelled; its log: {job.paths.stderr}"
+                        )
                     continue
                 last[job.job_id] = state
                 gone.pop(job.job_id, None)  # back in the queue (requeued): its absence starts over

@@ -61,7 +61,11 @@ class AGEM(ContinualMethod):
     def reference_batch(self) -> tuple[Tensor, Tensor]:
         """sample_size // groups remembered samples from each group (at least one from each)."""
         per_group = max(1, self.sample_size // len(self.groups))
-        picks = [(images[i], labels[i]) for images, labels in self.groups for i in [draw(min(per_group, len(images)), len(images), self.sampler)]]
+        picks = [
+            (images[i], labels[i])
+            for images, labels in self.groups
+            for i in [draw(min(per_group, len(images)), len(images), self.sampler)]
+        ]
         return torch.cat([p[0] for p in picks]), torch.cat([p[1] for p in picks])
 
     def before_optimizer_step(self, net: nn.Module) -> None:

@@ -25,7 +25,9 @@ from music.continual import ContinualMethod
 from music.merging.statistics import diagonal_fisher
 
 
-def ewc_penalty(params: dict[str, Tensor], anchors: dict[str, Tensor], fishers: dict[str, Tensor], strength: float) -> Tensor:
+def ewc_penalty(
+    params: dict[str, Tensor], anchors: dict[str, Tensor], fishers: dict[str, Tensor], strength: float
+) -> Tensor:
     """strength/2 · Σ_k Σ F_k (θ_k − θ*_k)² over the names in `fishers` (every one must be in params and anchors)."""
     total = sum((fishers[k] * (params[k] - anchors[k]).square()).sum() for k in fishers)
     return 0.5 * strength * torch.as_tensor(total)
@@ -86,4 +88,6 @@ class EWC(ContinualMethod):
     def kept(self) -> int:
         if self.fishers is None:
             return 0
-        return sum(math.prod(v.shape) for v in self.fishers.values()) + sum(math.prod(v.shape) for v in self.anchors.values())
+        return sum(math.prod(v.shape) for v in self.fishers.values()) + sum(
+            math.prod(v.shape) for v in self.anchors.values()
+        )

@@ -74,7 +74,10 @@ class Replay(ContinualMethod):
         # per group (one, or one per class when balanced): stream positions of its slots, their images and labels,
         # and how many of the group's images were seen
         self.groups: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}
-        self.images, self.labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)  # shaped by the first stage's images
+        self.images, self.labels = (
+            torch.zeros(0),
+            torch.zeros(0, dtype=torch.long),
+        )  # shaped by the first stage's images
         self.sampler = torch.Generator().manual_seed(0)
 
     def begin_stage(self, stage: int, net) -> None:
@@ -85,7 +88,9 @@ class Replay(ContinualMethod):
         if len(self.images) == 0:
             return x, y
         idx = draw(len(x), len(self.images), self.sampler)
-        return torch.cat([x, self.images[idx].to(x.device, x.dtype)]), torch.cat([y, self.labels[idx].to(y.device, y.dtype)])
+        return torch.cat([x, self.images[idx].to(x.device, x.dtype)]), torch.cat(
+            [y, self.labels[idx].to(y.device, y.dtype)]
+        )
 
     def end_stage(self, stage: int, net, images: Tensor, labels: Tensor, generator: torch.Generator) -> None:
         images, labels = images.detach().cpu(), labels.detach().cpu().long()

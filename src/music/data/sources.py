@@ -27,9 +27,14 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _checked(where: Path, images: torch.Tensor, labels: torch.Tensor, classes: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked(
+    where: Path, images: torch.Tensor, labels: torch.Tensor, classes: int, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
     if images.dim() != 4 or labels.dim() != 1 or tuple(images.shape[1:]) != shape:
-        raise DataError(f"{where}: expected N×{'×'.join(map(str, shape))} images and N labels, got {list(images.shape)} and {list(labels.shape)}")
+        raise DataError(
+            f"{where}: expected N×{'×'.join(map(str, shape))} images and N labels, "
+            f"got {list(images.shape)} and {list(labels.shape)}"
+        )
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(labels)} labels for {len(images)} images")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
@@ -42,13 +47,18 @@ def read_idx_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
     found = {split: [_find(folder, name) for name in names] for split, names in spec.files.items()}
     if any(p is None for paths in found.values() for p in paths):
         return None
-    return {split: _checked(images, read_idx(images).unsqueeze(1), read_idx(labels), spec.classes, spec.shape) for split, (images, labels) in found.items()}
+    return {
+        split: _checked(images, read_idx(images).unsqueeze(1), read_idx(labels), spec.classes, spec.shape)
+        for split, (images, labels) in found.items()
+    }
 
 
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")  # written by Python 2: its str keys read as str, as torchvision reads them
+            return pickle.load(
+                f, encoding="latin1"
+            )  # written by Python 2: its str keys read as str, as torchvision reads them
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
         raise DataError(f"{path}: cannot read a CIFAR batch ({e})") from None
 
@@ -104,23 +114,64 @@ class DatasetSpec:
     files: dict[str, tuple[str, ...]]  # per split, the files `read` needs
     kind: str  # what they are, for messages
     folder: str  # where torchvision's download puts them, under data_dir
-    split_args: tuple[dict, dict] = ({"train": True}, {"train": False})  # torchvision's train / test constructor arguments
+    split_args: tuple[dict, dict] = (
+        {"train": True},
+        {"train": False},
+    )  # torchvision's train / test constructor arguments
     system_copies: tuple[Path, ...] = ()  # copies a system package installs (Debian's dataset-fashion-mnist)
 
 
-_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _GREY = {"shape": (1, 28, 28), "read": read_idx_folder, "files": _IDX, "kind": "IDX files (plain or .gz)"}
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("MNIST", 10, mean=(0.1307,), std=(0.3081,), folder="MNIST/raw", **_GREY),
-    "fashion_mnist": DatasetSpec("FashionMNIST", 10, mean=(0.2860,), std=(0.3530,), folder="FashionMNIST/raw",
-                                 system_copies=(Path("/usr/share/datasets/fashion-mnist"),), **_GREY),
+    "fashion_mnist": DatasetSpec(
+        "FashionMNIST",
+        10,
+        mean=(0.2860,),
+        std=(0.3530,),
+        folder="FashionMNIST/raw",
+        system_copies=(Path("/usr/share/datasets/fashion-mnist"),),
+        **_GREY,
+    ),
     "kmnist": DatasetSpec("KMNIST", 10, mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw", **_GREY),
-    "cifar10": DatasetSpec("CIFAR10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), read_cifar_folder,
-                           {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}, "python-pickled batches", "cifar-10-batches-py"),
-    "cifar100": DatasetSpec("CIFAR100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), read_cifar_folder,
-                            {"train": ("train",), "test": ("test",)}, "python-pickled batches", "cifar-100-python"),
-    "svhn": DatasetSpec("SVHN", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), read_svhn_folder,
-                        {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, "MATLAB files", ".", ({"split": "train"}, {"split": "test"})),
+    "cifar10": DatasetSpec(
+        "CIFAR10",
+        10,
+        (3, 32, 32),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        read_cifar_folder,
+        {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+        "python-pickled batches",
+        "cifar-10-batches-py",
+    ),
+    "cifar100": DatasetSpec(
+        "CIFAR100",
+        100,
+        (3, 32, 32),
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        read_cifar_folder,
+        {"train": ("train",), "test": ("test",)},
+        "python-pickled batches",
+        "cifar-100-python",
+    ),
+    "svhn": DatasetSpec(
+        "SVHN",
+        10,
+        (3, 32, 32),
+        (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+        read_svhn_folder,
+        {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)},
+        "MATLAB files",
+        ".",
+        ({"split": "train"}, {"split": "test"}),
+    ),
 }
 
 
@@ -155,7 +206,9 @@ def _download(name: str, spec: DatasetSpec, data_dir: Path, download: bool) -> P
                     cls(root=staging, download=True, **split_args)
             except (RuntimeError, OSError) as e:
                 lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-                reason = f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
+                reason = (
+                    f"download failed ({lines[-1] if lines else type(e).__name__})"  # torchvision ends with the cause
+                )
             else:
                 target.mkdir(parents=True, exist_ok=True)
                 for file in (Path(staging) / spec.folder).iterdir():
@@ -163,8 +216,11 @@ def _download(name: str, spec: DatasetSpec, data_dir: Path, download: bool) -> P
                         shutil.move(file, target / file.name)
                 return target
     files = ", ".join(n for names in spec.files.values() for n in names)
-    raise DataError(f"data.name={name}: no dataset files in {data_dir} and {reason}. Put its {spec.kind} — {files} — in {data_dir} or {target},"
-                    " or point data.data_dir at the folder that holds them")
+    raise DataError(
+        f"data.name={name}: no dataset files in {data_dir} and {reason}. "
+        f"Put its {spec.kind} — {files} — in {data_dir} or {target},"
+        " or point data.data_dir at the folder that holds them"
+    )
 
 
 def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> Splits:

@@ -70,7 +70,9 @@ def class_generator(seed: int, label: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + label)
 
 
-def pretrain_counts(class_sizes: dict[int, int], classes: list[int], fraction: float | None, num_samples: int | None) -> dict[int, int]:
+def pretrain_counts(
+    class_sizes: dict[int, int], classes: list[int], fraction: float | None, num_samples: int | None
+) -> dict[int, int]:
     """How many of each class's (non-validation) images go to θ0: a fraction of every pretrain class, or
     num_samples spread evenly over the pretrain classes."""
     if num_samples is not None:
@@ -95,7 +97,9 @@ def make_split(
     members = {c: torch.nonzero(labels == c).flatten() for c in range(num_classes)}
     members = {c: m[torch.randperm(len(m), generator=class_generator(seed, c))] for c, m in members.items()}
     n_val = {c: round(val_fraction * len(m)) for c, m in members.items()}
-    n_pretrain = pretrain_counts({c: len(m) - n_val[c] for c, m in members.items()}, pretrain_classes, pretrain_fraction, pretrain_num_samples)
+    n_pretrain = pretrain_counts(
+        {c: len(m) - n_val[c] for c, m in members.items()}, pretrain_classes, pretrain_fraction, pretrain_num_samples
+    )
     per_class = {}
     for c, m in members.items():
         val, rest = m[: n_val[c]], m[n_val[c] :]

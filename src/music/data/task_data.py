@@ -53,8 +53,11 @@ def load_normalized(name: str, data_dir: str, download: bool) -> tuple[torch.Ten
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
         (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
         _LOADED.clear()  # keep one dataset in memory
-        _LOADED[key] = tuple(x for images, labels in ((train_images, train_labels), (test_images, test_labels))
-                             for x in (images.float().div_(255).sub_(mean).div_(std), labels))
+        _LOADED[key] = tuple(
+            x
+            for images, labels in ((train_images, train_labels), (test_images, test_labels))
+            for x in (images.float().div_(255).sub_(mean).div_(std), labels)
+        )
     return _LOADED[key]
 
 
@@ -82,7 +85,9 @@ class TaskData:
         pretrain = pretrain or {}
         self.name, self.data_dir, self.download = name, data_dir, download
         self.spec = dataset_spec(name)
-        self.tasks = [list(t) for t in tasks] if tasks is not None else [[c] for c in range(self.spec.classes)]  # None: one per class
+        self.tasks = (
+            [list(t) for t in tasks] if tasks is not None else [[c] for c in range(self.spec.classes)]
+        )  # None: one per class
         self.seed, self.val_fraction = seed, val_fraction
         self.pretrain_classes = list(pretrain.get("classes") or range(self.spec.classes))  # null: every class
         self.pretrain_fraction = pretrain.get("fraction", 0.5)
@@ -93,9 +98,13 @@ class TaskData:
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        self.train_images, self.train_labels, self.test_images, self.test_labels = load_normalized(self.name, self.data_dir, self.download)
+        self.train_images, self.train_labels, self.test_images, self.test_labels = load_normalized(
+            self.name, self.data_dir, self.download
+        )
         # which data this is, for cache keys: a folder's name says little (data=mnist may point at any IDX files)
-        self.fingerprint = hashlib.sha256(self.train_labels.numpy().tobytes() + self.test_labels.numpy().tobytes()).hexdigest()[:16]
+        self.fingerprint = hashlib.sha256(
+            self.train_labels.numpy().tobytes() + self.test_labels.numpy().tobytes()
+        ).hexdigest()[:16]
         self.split = make_split(
             self.train_labels,
             self.tasks,
@@ -111,7 +120,8 @@ class TaskData:
         """The images and labels moved to `device` once, for the whole run: every batch is then gathered there (on a
         GPU, training and evaluation never copy images from the host)."""
         self.train_images, self.train_labels, self.test_images, self.test_labels = (
-            t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels))
+            t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)
+        )
         return self
 
     def loader(self, indices: torch.Tensor, shuffle: bool = False, seed: int = 0) -> DataLoader:
@@ -128,5 +138,7 @@ class TaskData:
         return self.loader(self.split.pretrain_val)
 
     def test_dataloader(self) -> DataLoader:
-        dataset = IndexedTensors(self.test_images, self.test_labels, torch.arange(len(self.test_labels), device=self.test_images.device))
+        dataset = IndexedTensors(
+            self.test_images, self.test_labels, torch.arange(len(self.test_labels), device=self.test_images.device)
+        )
         return DataLoader(dataset, batch_size=None, sampler=BatchPositions(len(dataset), self.eval_batch_size, False))

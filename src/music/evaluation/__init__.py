@@ -11,4 +11,15 @@ from music.evaluation.metrics import (
     restrict,
 )
 
-__all__ = ["HEADS", "accuracy_metrics", "allowed_classes", "backward_transfer", "confusion_matrix", "dense_stem", "forgetting", "predict", "predict_along", "restrict"]
+__all__ = [
+    "HEADS",
+    "accuracy_metrics",
+    "allowed_classes",
+    "backward_transfer",
+    "confusion_matrix",
+    "dense_stem",
+    "forgetting",
+    "predict",
+    "predict_along",
+    "restrict",
+]

@@ -57,14 +57,21 @@ def restrict(logits: torch.Tensor, allowed: torch.Tensor | None, fill: float = f
 
 
 @torch.no_grad()
-def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 4096, allowed: torch.Tensor | None = None) -> torch.Tensor:
+def predict(
+    net: nn.Module, images: torch.Tensor, batch_size: int = 4096, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Predicted classes of `images` in one batched pass on the network's device (eval mode), each image scored
     over the classes its row of `allowed` permits (all classes when None)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     masks = allowed.split(batch_size) if allowed is not None else itertools.repeat(None)
-    preds = torch.cat([restrict(net(chunk.to(device)), None if m is None else m.to(device)).argmax(dim=1).cpu() for chunk, m in zip(images.split(batch_size), masks)])
+    preds = torch.cat(
+        [
+            restrict(net(chunk.to(device)), None if m is None else m.to(device)).argmax(dim=1).cpu()
+            for chunk, m in zip(images.split(batch_size), masks)
+        ]
+    )
     net.train(was_training)
     return preds
 
@@ -112,7 +119,14 @@ def predict_along(
     preds = []
     for net, lam in zip(nets, lambdas):
         rest = net.eval().features[position + 1 :]
-        preds.append(torch.cat([restrict(net.head(rest(h + lam * dh)), None if m is None else m.to(device)).argmax(dim=1).cpu() for (h, dh), m in zip(stems, masks)]))
+        preds.append(
+            torch.cat(
+                [
+                    restrict(net.head(rest(h + lam * dh)), None if m is None else m.to(device)).argmax(dim=1).cpu()
+                    for (h, dh), m in zip(stems, masks)
+                ]
+            )
+        )
     return preds
 
 

@@ -31,8 +31,8 @@ def merged_parameters(theta0: dict[str, Tensor], vectors: list[TaskVector], coef
     names = list(vectors[0].deltas)
     columns = coefficients if coefficients.dim() == 2 else coefficients[:, None].expand(-1, len(names))
     merged = dict(theta0)
-    for l, name in enumerate(names):
-        merged[name] = theta0[name] + sum(columns[k, l] * v.deltas[name] for k, v in enumerate(vectors))
+    for layer, name in enumerate(names):
+        merged[name] = theta0[name] + sum(columns[k, layer] * v.deltas[name] for k, v in enumerate(vectors))
     return merged
 
 
@@ -60,7 +60,10 @@ def adamerging(
     history = []
     for _ in range(steps):
         params = merged_parameters(theta0, vectors, raw.clamp(0.0, 1.0))
-        loss = sum(entropy(logits(params, x[torch.randint(len(x), (batch_size,), generator=generator)], k)) for k, x in enumerate(images))
+        loss = sum(
+            entropy(logits(params, x[torch.randint(len(x), (batch_size,), generator=generator)], k))
+            for k, x in enumerate(images)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -72,4 +75,6 @@ def weighted_sum(vectors: list[TaskVector], coefficients: Tensor) -> TaskVector:
     """Σ_k λ_k τ_k as one task vector (θ0 + it is the merged model)."""
     zero = {name: torch.zeros_like(delta) for name, delta in vectors[0].deltas.items()}
     with torch.no_grad():
-        return TaskVector({name: merged - zero[name] for name, merged in merged_parameters(zero, vectors, coefficients).items()})
+        return TaskVector(
+            {name: merged - zero[name] for name, merged in merged_parameters(zero, vectors, coefficients).items()}
+        )

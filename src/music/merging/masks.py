@@ -42,9 +42,7 @@ def tall_masks(tau: Tensor, lambdas: float | list[float] | Tensor, multi_task: T
     return tau.abs() > _per_task(lambdas, tau) * (merged - tau).abs()
 
 
-def tall_task_vectors(
-    tau: Tensor, lambdas: float | list[float] | Tensor, multi_task: Tensor | None = None
-) -> Tensor:
+def tall_task_vectors(tau: Tensor, lambdas: float | list[float] | Tensor, multi_task: Tensor | None = None) -> Tensor:
     """TALL-mask task vectors m_t ⊙ τ_MTL (T×P): task t's model is θ0 + row t (task id at test).
 
     The authors add them with coefficient 1 (src/eval/eval.py: `scaling_coef=1.0` whenever masks are given),
@@ -84,10 +82,12 @@ def emr(tau: Tensor, sizes: list[int] | None = None) -> tuple[Tensor, Tensor, Te
     sign = torch.where(tau.sum(dim=0) > 0, 1.0, -1.0).to(tau.dtype)
     masks = tau * sign > 0
     unified = sign * (tau.abs() * masks).amax(dim=0)
-    weight = torch.cat([
-        torch.full((size * count,), 1 / size, dtype=tau.dtype, device=tau.device)
-        for size, count in _runs(sizes, tau.shape[1])
-    ])
+    weight = torch.cat(
+        [
+            torch.full((size * count,), 1 / size, dtype=tau.dtype, device=tau.device)
+            for size, count in _runs(sizes, tau.shape[1])
+        ]
+    )
     kept = (masks * unified.abs() * weight).sum(dim=1)
     total = (tau.abs() * weight).sum(dim=1)
     rescalers = torch.where(kept > 0, total / kept.clamp(min=torch.finfo(tau.dtype).tiny), torch.zeros_like(total))

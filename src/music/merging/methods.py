@@ -36,7 +36,11 @@ class MergeInputs:
         """The flat layout's segments: each parameter, or (rows) each output unit's row of each weight (a conv weight's
         row is its in·kh·kw inputs, as `layerwise` flattens it; a 1-D parameter is one segment)."""
         deltas = self.vectors[0].deltas.values()
-        return [n for d in deltas for n in ([d.numel() // d.shape[0]] * d.shape[0] if rows and d.dim() >= 2 else [d.numel()])]
+        return [
+            n
+            for d in deltas
+            for n in ([d.numel() // d.shape[0]] * d.shape[0] if rows and d.dim() >= 2 else [d.numel()])
+        ]
 
 
 Merged = TaskVector | list[TaskVector]  # one direction, or one per task (task id at test)
@@ -47,11 +51,15 @@ class Method:
     merge: Callable[[MergeInputs, dict], Merged]  # (inputs, knob values) -> direction(s); θ = θ0 + λ·direction
     paper: str
     knobs: dict[str, str] = field(default_factory=dict)  # knob -> allowed interval, e.g. "(0, 1]"
-    options: dict[str, str] = field(default_factory=dict)  # setting that is not searched -> its declaration (music.settings)
+    options: dict[str, str] = field(
+        default_factory=dict
+    )  # setting that is not searched -> its declaration (music.settings)
     statistics: str | None = None  # estimated per task before merging: "fisher", "grams" (training images), "entropy"
     data: str = "none"
     task_id: bool = False
-    vectors: str = "individual"  # whose task vectors: the per-task fine-tunes, or (sequential) θ_t − θ0 of the sequential stages
+    vectors: str = (
+        "individual"  # whose task vectors: the per-task fine-tunes, or (sequential) θ_t − θ0 of the sequential stages
+    )
 
 
 def flat(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], TaskVector]:
@@ -59,7 +67,9 @@ def flat(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], TaskVec
     return lambda inputs, knobs: inputs.unflatten(kernel(inputs.tau, **knobs))
 
 
-def layerwise(matrix: Callable[..., Tensor], vector: Callable[[Tensor], Tensor]) -> Callable[[MergeInputs, dict], TaskVector]:
+def layerwise(
+    matrix: Callable[..., Tensor], vector: Callable[[Tensor], Tensor]
+) -> Callable[[MergeInputs, dict], TaskVector]:
     """A kernel over one weight's stacked task deltas (T×m×n; a conv weight as T×out×(in·kh·kw)), called with the knobs
     by name, and one for the other parameters (T×n: biases and the like)."""
 
@@ -67,7 +77,9 @@ def layerwise(matrix: Callable[..., Tensor], vector: Callable[[Tensor], Tensor])
         deltas = {}
         for name in inputs.vectors[0].deltas:
             stacked = torch.stack([v.deltas[name] for v in inputs.vectors])
-            deltas[name] = matrix(stacked.flatten(2), **knobs).view_as(stacked[0]) if stacked.dim() >= 3 else vector(stacked)
+            deltas[name] = (
+                matrix(stacked.flatten(2), **knobs).view_as(stacked[0]) if stacked.dim() >= 3 else vector(stacked)
+            )
         return TaskVector(deltas)
 
     return merge
@@ -92,8 +104,16 @@ def _adamerging(layerwise: bool) -> Callable[[MergeInputs, dict], TaskVector]:
     def merge(inputs: MergeInputs, knobs: dict) -> TaskVector:
         data, options = inputs.stats, inputs.options
         coefficients, _ = adamerging.adamerging(
-            data.theta0, inputs.vectors, data.logits, data.images, layerwise, inputs.seeded("adamerging"),
-            steps=options["steps"], lr=options["lr"], prior=options["prior"], batch_size=options["batch_size"],
+            data.theta0,
+            inputs.vectors,
+            data.logits,
+            data.images,
+            layerwise,
+            inputs.seeded("adamerging"),
+            steps=options["steps"],
+            lr=options["lr"],
+            prior=options["prior"],
+            batch_size=options["batch_size"],
         )
         return adamerging.weighted_sum(inputs.vectors, coefficients)
 
@@ -105,28 +125,69 @@ METHODS: dict[str, Method] = {
     "average": Method(flat(kernels.average), "Wortsman et al., ICML 2022 (uniform soup)"),
     "ties": Method(flat(kernels.ties), "Yadav et al., NeurIPS 2023", knobs={"keep_fraction": "(0, 1]"}),
     "dare": Method(_dare, "Yu et al., ICML 2024", knobs={"p": "[0, 1)"}),
-    "fisher": Method(lambda inputs, knobs: inputs.unflatten(kernels.fisher_weighted(inputs.tau, inputs.stats)),
-                     "Matena & Raffel, NeurIPS 2022", statistics="fisher", data="unlabeled"),
-    "regmean": Method(lambda inputs, knobs: kernels.regmean(inputs.vectors, inputs.stats, knobs["alpha"]),
-                      "Jin et al., ICLR 2023", knobs={"alpha": "[0, 1]"}, statistics="grams", data="unlabeled"),
+    "fisher": Method(
+        lambda inputs, knobs: inputs.unflatten(kernels.fisher_weighted(inputs.tau, inputs.stats)),
+        "Matena & Raffel, NeurIPS 2022",
+        statistics="fisher",
+        data="unlabeled",
+    ),
+    "regmean": Method(
+        lambda inputs, knobs: kernels.regmean(inputs.vectors, inputs.stats, knobs["alpha"]),
+        "Jin et al., ICLR 2023",
+        knobs={"alpha": "[0, 1]"},
+        statistics="grams",
+        data="unlabeled",
+    ),
     "tsv": Method(layerwise(spectral.tsv_merge, spectral.tsv_merge_vector), "Gargiulo et al., CVPR 2025 (TSV-Merge)"),
     "iso_c": Method(layerwise(spectral.iso_c, spectral.iso_vector), "Marczak et al., ICML 2025 (Iso-C)"),
-    "iso_cts": Method(layerwise(spectral.iso_cts, spectral.iso_vector), "Marczak et al., ICML 2025 (Iso-CTS)", knobs={"common_fraction": "[0, 1]"}),
+    "iso_cts": Method(
+        layerwise(spectral.iso_cts, spectral.iso_vector),
+        "Marczak et al., ICML 2025 (Iso-CTS)",
+        knobs={"common_fraction": "[0, 1]"},
+    ),
     "wudi": Method(layerwise(spectral.wudi, spectral.wudi_vector), "Cheng et al., ICML 2025 (WUDI-merging)"),
-    "consensus": Method(lambda inputs, knobs: inputs.unflatten(masks.consensus(inputs.tau, knobs["mask_lambda"], k=inputs.options["k"])),
-                        "Wang et al., ICML 2024 (Consensus TA)", knobs={"mask_lambda": "[0, 10]"}, options={"k": "int [1, 1000]"}),
-    "tall_masks": Method(per_task(lambda inputs, knobs: masks.tall_task_vectors(inputs.tau, knobs["mask_lambda"])), "Wang et al., ICML 2024 (TALL masks)",
-                         knobs={"mask_lambda": "[0, 10]"}, task_id=True),
-    "emr": Method(per_task(lambda inputs, knobs: masks.emr_task_vectors(inputs.tau, inputs.sizes())),
-                  "Huang et al., NeurIPS 2024 (EMR-Merging)", task_id=True),
+    "consensus": Method(
+        lambda inputs, knobs: inputs.unflatten(
+            masks.consensus(inputs.tau, knobs["mask_lambda"], k=inputs.options["k"])
+        ),
+        "Wang et al., ICML 2024 (Consensus TA)",
+        knobs={"mask_lambda": "[0, 10]"},
+        options={"k": "int [1, 1000]"},
+    ),
+    "tall_masks": Method(
+        per_task(lambda inputs, knobs: masks.tall_task_vectors(inputs.tau, knobs["mask_lambda"])),
+        "Wang et al., ICML 2024 (TALL masks)",
+        knobs={"mask_lambda": "[0, 10]"},
+        task_id=True,
+    ),
+    "emr": Method(
+        per_task(lambda inputs, knobs: masks.emr_task_vectors(inputs.tau, inputs.sizes())),
+        "Huang et al., NeurIPS 2024 (EMR-Merging)",
+        task_id=True,
+    ),
     "pcb": Method(flat(masks.pcb), "Du et al., NeurIPS 2024 (PCB-merging)", knobs={"ratio": "(0, 1]"}),
-    "breadcrumbs": Method(lambda inputs, knobs: inputs.unflatten(masks.breadcrumbs(inputs.tau, **knobs, sizes=inputs.sizes(rows=True)).sum(dim=0)),
-                          "Davari & Belilovsky, ECCV 2024 (Model Breadcrumbs)", knobs={"keep_fraction": "(0, 1]", "drop_top_fraction": "[0, 1)"}),
+    "breadcrumbs": Method(
+        lambda inputs, knobs: inputs.unflatten(
+            masks.breadcrumbs(inputs.tau, **knobs, sizes=inputs.sizes(rows=True)).sum(dim=0)
+        ),
+        "Davari & Belilovsky, ECCV 2024 (Model Breadcrumbs)",
+        knobs={"keep_fraction": "(0, 1]", "drop_top_fraction": "[0, 1)"},
+    ),
     "magmax": Method(flat(kernels.max_magnitude), "Marczak et al., ECCV 2024 (MagMax)", vectors="sequential"),
-    "adamerging": Method(_adamerging(layerwise=True), "Yang et al., ICLR 2024 (layer-wise)", statistics="entropy", data="unlabeled",
-                         options=ADAMERGING_OPTIONS),
-    "adamerging_taskwise": Method(_adamerging(layerwise=False), "Yang et al., ICLR 2024 (task-wise)", statistics="entropy", data="unlabeled",
-                                  options=ADAMERGING_OPTIONS),
+    "adamerging": Method(
+        _adamerging(layerwise=True),
+        "Yang et al., ICLR 2024 (layer-wise)",
+        statistics="entropy",
+        data="unlabeled",
+        options=ADAMERGING_OPTIONS,
+    ),
+    "adamerging_taskwise": Method(
+        _adamerging(layerwise=False),
+        "Yang et al., ICLR 2024 (task-wise)",
+        statistics="entropy",
+        data="unlabeled",
+        options=ADAMERGING_OPTIONS,
+    ),
 }
 
 

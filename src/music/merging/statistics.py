@@ -5,7 +5,9 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 
-def diagonal_fisher(net: nn.Module, images: torch.Tensor, names: list[str], generator: torch.Generator, chunk: int = 64) -> torch.Tensor:
+def diagonal_fisher(
+    net: nn.Module, images: torch.Tensor, names: list[str], generator: torch.Generator, chunk: int = 64
+) -> torch.Tensor:
     """Diagonal Fisher information E_x E_{y~p(·|x)} (∂ log p(y|x)/∂θ)², flattened in `names` order.
 
     y is drawn from the model's own predictive distribution (the true Fisher, not the empirical one), so the

@@ -21,7 +21,9 @@ class TaskVector:
         self.deltas = dict(deltas)
 
     @classmethod
-    def between(cls, pretrained: StateDict, finetuned: StateDict, exclude: tuple[str, ...] = (), keys: list[str] | None = None) -> "TaskVector":
+    def between(
+        cls, pretrained: StateDict, finetuned: StateDict, exclude: tuple[str, ...] = (), keys: list[str] | None = None
+    ) -> "TaskVector":
         """θ_finetuned − θ0 over `keys` (default: every floating-point entry; an integer buffer such as BatchNorm's
         num_batches_tracked is a count, never a direction), less those whose name starts with one of `exclude`."""
         _check_keys(pretrained, finetuned, "task vector")

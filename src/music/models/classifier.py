@@ -35,11 +35,15 @@ class Classifier(L.LightningModule):
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state"], logger=False
+        )
         self.continual = continual  # a continual-learning method's hooks (music.continual), or None
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.optimizer_state = optimizer_state  # where the optimizer starts (a previous stage's, music.models.optimizer_state)
+        self.optimizer_state = (
+            optimizer_state  # where the optimizer starts (a previous stage's, music.models.optimizer_state)
+        )
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
         # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
@@ -77,7 +81,9 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self):
         # checked once per epoch (one device sync), not per step: a diverged stage stops at its epoch's end
         if not torch.isfinite(self.train_loss_sum):
-            raise Diverged(f"training {self.stage} stopped: its loss became {float(self.train_loss_sum):g} in epoch {self.current_epoch + 1}")
+            raise Diverged(
+                f"training {self.stage} stopped: its loss became {float(self.train_loss_sum):g} in epoch {self.current_epoch + 1}"
+            )
         self.log(f"{self.stage}/train/loss", self.train_loss_sum / max(1, self.train_samples))
 
     def _eval_step(self, split: str, batch) -> None:
@@ -107,4 +113,7 @@ class Classifier(L.LightningModule):
             load_optimizer_state(optimizer, self.optimizer_state)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+        }

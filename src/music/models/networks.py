@@ -42,12 +42,24 @@ class CNN(Network):
 
     SETTINGS = {"channels": "list int [1, inf)", "hidden": "int [1, inf)", "batchnorm": "bool"}
 
-    def __init__(self, num_classes: int, input_shape: list[int], channels: list[int] = (32, 64), hidden: int = 128, batchnorm: bool = False):
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: list[int],
+        channels: list[int] = (32, 64),
+        hidden: int = 128,
+        batchnorm: bool = False,
+    ):
         super().__init__()
         in_ch, height, width = input_shape
         layers: list[nn.Module] = []
         for ch in channels:
-            layers += [nn.Conv2d(in_ch, ch, 3, padding=1, bias=not batchnorm), *([nn.BatchNorm2d(ch)] if batchnorm else []), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(in_ch, ch, 3, padding=1, bias=not batchnorm),
+                *([nn.BatchNorm2d(ch)] if batchnorm else []),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             in_ch, height, width = ch, height // 2, width // 2
         layers += [nn.Flatten(), nn.Linear(in_ch * height * width, hidden), nn.ReLU()]
         self.features = nn.Sequential(*layers)
@@ -65,11 +77,17 @@ class ResNet18(Network):
         super().__init__()
         from torchvision.models.resnet import BasicBlock, conv1x1
 
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
         in_ch = width
         for stage, stride in enumerate((1, 2, 2, 2)):
             ch = width * 2**stage
-            down = None if stride == 1 and in_ch == ch else nn.Sequential(conv1x1(in_ch, ch, stride), nn.BatchNorm2d(ch))
+            down = (
+                None if stride == 1 and in_ch == ch else nn.Sequential(conv1x1(in_ch, ch, stride), nn.BatchNorm2d(ch))
+            )
             layers += [BasicBlock(in_ch, ch, stride, down), BasicBlock(ch, ch)]
             in_ch = ch
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -80,16 +98,33 @@ class ViT(Network):
     """A small Vision Transformer: torchvision's VisionTransformer (class token, pre-norm encoder) on `patch`×`patch`
     patches of the dataset's images, its own head replaced by this contract's `head` on the class token."""
 
-    SETTINGS = {"patch": "int [1, inf)", "layers": "int [1, inf)", "heads": "int [1, inf)", "dim": "int [1, inf)", "mlp_dim": "int [1, inf)"}
+    SETTINGS = {
+        "patch": "int [1, inf)",
+        "layers": "int [1, inf)",
+        "heads": "int [1, inf)",
+        "dim": "int [1, inf)",
+        "mlp_dim": "int [1, inf)",
+    }
 
-    def __init__(self, num_classes: int, input_shape: list[int], patch: int = 4, layers: int = 4, heads: int = 4, dim: int = 128, mlp_dim: int = 256):
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: list[int],
+        patch: int = 4,
+        layers: int = 4,
+        heads: int = 4,
+        dim: int = 128,
+        mlp_dim: int = 256,
+    ):
         super().__init__()
         from torchvision.models import VisionTransformer
 
         channels, height, width = input_shape
         if height != width or height % patch:
             raise ValueError(f"model.net.patch={patch}: must divide the {height}×{width} square images")
-        vit = VisionTransformer(image_size=height, patch_size=patch, num_layers=layers, num_heads=heads, hidden_dim=dim, mlp_dim=mlp_dim)
+        vit = VisionTransformer(
+            image_size=height, patch_size=patch, num_layers=layers, num_heads=heads, hidden_dim=dim, mlp_dim=mlp_dim
+        )
         vit.conv_proj = nn.Conv2d(channels, dim, patch, stride=patch)  # torchvision's stem assumes RGB
         vit.heads = nn.Identity()  # vit(x) is then the class token's representation
         self.features = vit

@@ -10,8 +10,12 @@ PREFIX = "optimizer/"  # <PREFIX><parameter index>/<name>: a key no network para
 def flatten(state_dict: dict) -> dict[str, Tensor]:
     """`optimizer.state_dict()["state"]` as {"optimizer/<index>/<name>": tensor}; values that are not tensors become
     0-d tensors, and None (SGD's momentum of a parameter that never had a gradient) is left out."""
-    return {f"{PREFIX}{index}/{name}": (value if isinstance(value, Tensor) else torch.tensor(value)).detach().cpu().clone()
-            for index, entries in state_dict["state"].items() for name, value in entries.items() if value is not None}
+    return {
+        f"{PREFIX}{index}/{name}": (value if isinstance(value, Tensor) else torch.tensor(value)).detach().cpu().clone()
+        for index, entries in state_dict["state"].items()
+        for name, value in entries.items()
+        if value is not None
+    }
 
 
 def unflatten(tensors: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:

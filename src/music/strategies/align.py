@@ -14,14 +14,18 @@ from music.experiment import Experiment, stage_seed
 
 @torch.no_grad()
 def _mean_kl(teachers, model, images, masks) -> float:
-    return sum(kl_to_teacher(t(x), model(x), m.expand(len(x), -1)) for t, x, m in zip(teachers, images, masks)) / len(teachers)
+    return sum(kl_to_teacher(t(x), model(x), m.expand(len(x), -1)) for t, x, m in zip(teachers, images, masks)) / len(
+        teachers
+    )
 
 
 def shots_of(exp: Experiment, task: list[int], per_class: int, sampling: str) -> torch.Tensor:
     """The k·c images a task of c classes is aligned on: k of each class (`balanced`, as FT-Classifier's authors draw
     them: labels choose which images and go no further), or k·c drawn from the task's pool (`random`)."""
     if sampling == "balanced":
-        return torch.cat([exp.unlabeled_images([c], per_class, f"align/balanced/task_{'_'.join(map(str, task))}") for c in task])
+        return torch.cat(
+            [exp.unlabeled_images([c], per_class, f"align/balanced/task_{'_'.join(map(str, task))}") for c in task]
+        )
     return exp.unlabeled_images(task, per_class * len(task), "align")
 
 
@@ -37,7 +41,12 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
     held_out, masks = exp.task_val_images(), exp.task_masks()
     merged = merged.eval()
     aligned = copy.deepcopy(merged)
-    report = {"align/method": cfg.method, "align/shots_per_class": cfg.shots_per_class, "align/sampling": cfg.sampling, "align/kl_before": _mean_kl(teachers, merged, held_out, masks)}
+    report = {
+        "align/method": cfg.method,
+        "align/shots_per_class": cfg.shots_per_class,
+        "align/sampling": cfg.sampling,
+        "align/kl_before": _mean_kl(teachers, merged, held_out, masks),
+    }
 
     if cfg.method == "ft_classifier":
         with torch.no_grad():
@@ -54,7 +63,9 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
                 rotation = orthogonal_map(source, target, cfg.subspace_dim)
                 aligned.head.weight[task] = teacher.head.weight[task] @ rotation.T
                 aligned.head.bias[task] = teacher.head.bias[task]
-                fits.append({"task": task, "subspace_dim": cfg.subspace_dim} | procrustes_report(source, target, rotation))
+                fits.append(
+                    {"task": task, "subspace_dim": cfg.subspace_dim} | procrustes_report(source, target, rotation)
+                )
         report["align/procrustes"] = fits
         report["align/residual_orthogonal"] = sum(f["residual_orthogonal"] for f in fits) / len(fits)
         report["align/residual_lstsq"] = sum(f["residual_lstsq"] for f in fits) / len(fits)

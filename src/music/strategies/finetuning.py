@@ -17,7 +17,9 @@ def pretrain(exp: Experiment) -> dict:
 
 def merged(exp: Experiment) -> dict:
     """θ0 fine-tuned once on the union of all tasks' training data (cached)."""
-    data = {"classes": exp.split.task_classes} | ({"tasks": sorted(sorted(t) for t in exp.tasks)} if exp.head == "per_task" else {})
+    data = {"classes": exp.split.task_classes} | (
+        {"tasks": sorted(sorted(t) for t in exp.tasks)} if exp.head == "per_task" else {}
+    )
     state = exp.trained("merged", data, exp.theta0, exp.split.union_train, "merged")
     return exp.evaluate(exp.model(state))
 
@@ -40,16 +42,30 @@ def sequential_states(exp: Experiment, method: ContinualMethod | None) -> list[d
     carry = exp.cfg.finetune.optimizer_state == "carry"
     optimizer = {} if carry else None  # the state the next stage's optimizer starts from
     for i in range(len(exp.tasks)):
-        prefix = {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]} | continual | ({"optimizer_state": "carry"} if carry else {})
+        prefix = (
+            {"tasks": [sorted(t) for t in exp.tasks[: i + 1]]}
+            | continual
+            | ({"optimizer_state": "carry"} if carry else {})
+        )
         if method:
             method.begin_stage(i, exp.model(state).to(exp.device))
-        state = exp.trained("sequential", prefix, state, exp.split.task_train(i), f"sequential/stage_{i}", continual=method, optimizer_state=optimizer)
+        state = exp.trained(
+            "sequential",
+            prefix,
+            state,
+            exp.split.task_train(i),
+            f"sequential/stage_{i}",
+            continual=method,
+            optimizer_state=optimizer,
+        )
         if carry:
             state, optimizer = split_optimizer_state(state)
         if method:
             seen = exp.split.task_train(i)
             generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, f"continual/stage_{i}"))
-            method.end_stage(i, exp.model(state).to(exp.device), exp.data.train_images[seen], exp.data.train_labels[seen], generator)
+            method.end_stage(
+                i, exp.model(state).to(exp.device), exp.data.train_images[seen], exp.data.train_labels[seen], generator
+            )
         states.append(state)
     return states
 
@@ -63,9 +79,21 @@ def sequential(exp: Experiment) -> dict:
         metrics = exp.evaluate(exp.model(state))
         matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
     exp.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
-    kept = {"continual/method": type(method).__name__ if method else "none", "continual/memory": method.memory if method else "nothing",
-            "continual/kept": method.kept() if method else 0}
-    return metrics | kept | {"acc_matrix": matrix, "average_acc": sum(matrix[-1]) / n, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}
+    kept = {
+        "continual/method": type(method).__name__ if method else "none",
+        "continual/memory": method.memory if method else "nothing",
+        "continual/kept": method.kept() if method else 0,
+    }
+    return (
+        metrics
+        | kept
+        | {
+            "acc_matrix": matrix,
+            "average_acc": sum(matrix[-1]) / n,
+            "forgetting": forgetting(matrix),
+            "bwt": backward_transfer(matrix),
+        }
+    )
 
 
 def individual(exp: Experiment) -> dict:

@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 HEAD = "head."
 
 
-def task_vectors(exp: Experiment, tasks: list[list[int]], include_head: bool = True, states: list[dict] | None = None) -> tuple[dict, list[TaskVector]]:
+def task_vectors(
+    exp: Experiment, tasks: list[list[int]], include_head: bool = True, states: list[dict] | None = None
+) -> tuple[dict, list[TaskVector]]:
     """θ0 and τ_i = θ_i − θ0 for the per-task fine-tunes of `tasks`, or for given `states` (MagMax: sequential stages)."""
     theta0 = exp.theta0
     exclude = () if include_head else (HEAD,)
@@ -61,7 +63,10 @@ def statistics(exp: Experiment, kind: str | None, theta0: dict, vectors: list[Ta
     if kind is None:
         return None
     if kind == "entropy":  # each task's validation images, their labels never read: AdaMerging's unlabeled data
-        net, masks = exp.load_net(theta0).eval(), exp.task_masks()  # per-task heads: the task id says which classes score
+        net, masks = (
+            exp.load_net(theta0).eval(),
+            exp.task_masks(),
+        )  # per-task heads: the task id says which classes score
 
         def logits(params, x, k):
             return restrict(functional_call(net, params, (x,)), masks[k].expand(len(x), -1), fill=MASKED)
@@ -71,7 +76,9 @@ def statistics(exp: Experiment, kind: str | None, theta0: dict, vectors: list[Ta
     if kind == "fisher":
         names = list(vectors[0].deltas)
         generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "fisher"))
-        return torch.stack([diagonal_fisher(exp.load_net(exp.finetuned(t)), x, names, generator) for t, x in zip(tasks, samples)])
+        return torch.stack(
+            [diagonal_fisher(exp.load_net(exp.finetuned(t)), x, names, generator) for t, x in zip(tasks, samples)]
+        )
     if kind == "grams":
         return [linear_input_grams(exp.load_net(exp.finetuned(t)), x) for t, x in zip(tasks, samples)]
     raise ValueError(f"unknown statistics {kind!r}")
@@ -103,7 +110,11 @@ def merge(exp: Experiment) -> dict:
     curve, best = [], None
     default = exp.predictions(exp.model(theta0)) if method.task_id else None  # images of no task: θ0's predictions
     # a task-id method's model for task t re-estimates its BatchNorm statistics on task t's images (drawn once)
-    routed_images = [exp.batchnorm_images_of([task]) if exp.recomputes_batchnorm else None for task in exp.tasks] if method.task_id else None
+    routed_images = (
+        [exp.batchnorm_images_of([task]) if exp.recomputes_batchnorm else None for task in exp.tasks]
+        if method.task_id
+        else None
+    )
     for values in itertools.product(*(cfg[name] for name in names)):
         knobs = {name: float(v) for name, v in zip(names, values)}
         direction = method.merge(inputs, knobs)
@@ -122,35 +133,64 @@ def merge(exp: Experiment) -> dict:
     point, metrics, direction = best
     picked = {name: point[name] for name in names}
     knobs = "".join(f", {name}={value:g}" for name, value in picked.items())
-    log.info("%s: picked λ=%g%s on validation (val/acc %.4f, test/acc %.4f)", cfg.method, point["lambda"], knobs, point["val/acc"], point["test/acc"])
+    log.info(
+        "%s: picked λ=%g%s on validation (val/acc %.4f, test/acc %.4f)",
+        cfg.method,
+        point["lambda"],
+        knobs,
+        point["val/acc"],
+        point["test/acc"],
+    )
     # θ0 itself: λ = 0 was picked (no grid point beat θ0 on validation; ties go to the first point), or the merge is zero
     zero = all(not delta.any() for d in (direction if method.task_id else [direction]) for delta in d.deltas.values())
     collapsed = point["lambda"] == 0 or zero
     if collapsed:
-        log.warning("%s collapsed to θ0: %s, so the merged model is θ0 itself", cfg.method, "its direction is zero" if zero else "λ=0 was picked on validation")
+        log.warning(
+            "%s collapsed to θ0: %s, so the merged model is θ0 itself",
+            cfg.method,
+            "its direction is zero" if zero else "λ=0 was picked on validation",
+        )
     exp.log_table(f"{cfg.method}/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     report = diagnostics(inputs.tau)
-    if "ties" in (cfg.method, cfg.get("base")) and cfg.method in ("ties", "dare"):  # conflicts TIES resolves: among the coordinates it keeps
-        report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(kernels.trim(inputs.tau, picked["keep_fraction"]))
+    if "ties" in (cfg.method, cfg.get("base")) and cfg.method in (
+        "ties",
+        "dare",
+    ):  # conflicts TIES resolves: among the coordinates it keeps
+        report["diagnostics/sign_conflict_fraction"] = kernels.sign_conflict_fraction(
+            kernels.trim(inputs.tau, picked["keep_fraction"])
+        )
     if exp.cfg.align.method != "none":
         start = time.perf_counter()
-        aligned, figures = align(exp, exp.merged_model(direction.apply_to(theta0, point["lambda"]), theta0).cpu())  # alignment computes on the CPU
+        aligned, figures = align(
+            exp, exp.merged_model(direction.apply_to(theta0, point["lambda"]), theta0).cpu()
+        )  # alignment computes on the CPU
         exp.timings["align"] = time.perf_counter() - start
         before = {f"{split}/acc_before_align": metrics[f"{split}/acc"] for split in ("val", "test")}
         metrics = exp.evaluate(aligned) | before | figures
-        log.info("%s: test/acc %.4f before alignment, %.4f after; KL %.4f -> %.4f", exp.cfg.align.method,
-                 before["test/acc_before_align"], metrics["test/acc"], figures["align/kl_before"], figures["align/kl_after"])
-    return metrics | picked | report | {
-        "merge_method": cfg.method,
-        # re-estimating BatchNorm statistics reads unlabeled task images: a data-free method is no longer data-free
-        "merge/data": "unlabeled" if method.data == "none" and exp.recomputes_batchnorm else method.data,
-        "merge/task_id": method.task_id,
-        "lambda": point["lambda"],
-        "merge/collapsed_to_theta0": collapsed,
-        "lambda_curve": curve,
-        "test/acc_oracle_lambda": max(p["test/acc"] for p in curve),
-        "merge/points": len(curve),
-    }
+        log.info(
+            "%s: test/acc %.4f before alignment, %.4f after; KL %.4f -> %.4f",
+            exp.cfg.align.method,
+            before["test/acc_before_align"],
+            metrics["test/acc"],
+            figures["align/kl_before"],
+            figures["align/kl_after"],
+        )
+    return (
+        metrics
+        | picked
+        | report
+        | {
+            "merge_method": cfg.method,
+            # re-estimating BatchNorm statistics reads unlabeled task images: a data-free method is no longer data-free
+            "merge/data": "unlabeled" if method.data == "none" and exp.recomputes_batchnorm else method.data,
+            "merge/task_id": method.task_id,
+            "lambda": point["lambda"],
+            "merge/collapsed_to_theta0": collapsed,
+            "lambda_curve": curve,
+            "test/acc_oracle_lambda": max(p["test/acc"] for p in curve),
+            "merge/points": len(curve),
+        }
+    )
 
 
 def negation(exp: Experiment) -> dict:
@@ -164,15 +204,31 @@ def negation(exp: Experiment) -> dict:
     curve, runs = [], {}
     for lam, preds in zip(lambdas, exp.predictions_along(theta0, -tau, lambdas)):
         scores = exp.metrics(preds, groups)
-        curve.append({"lambda": lam} | {f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"] for s in ("val", "test") for i, name in enumerate(("target", "control"))})
+        curve.append(
+            {"lambda": lam}
+            | {
+                f"{s}/{name}_acc": scores[f"{s}/acc_task_{i}"]
+                for s in ("val", "test")
+                for i, name in enumerate(("target", "control"))
+            }
+        )
         runs[lam] = preds
     before = curve[0]  # λ = 0: θ0 itself
     floor = cfg.control_floor * before["val/control_acc"]
     point = min((p for p in curve if p["val/control_acc"] >= floor), key=lambda p: (p["val/target_acc"], p["lambda"]))
-    log.info("negation of %s: λ=%g, test target acc %.4f -> %.4f, control %.4f -> %.4f", target, point["lambda"],
-             before["test/target_acc"], point["test/target_acc"], before["test/control_acc"], point["test/control_acc"])
+    log.info(
+        "negation of %s: λ=%g, test target acc %.4f -> %.4f, control %.4f -> %.4f",
+        target,
+        point["lambda"],
+        before["test/target_acc"],
+        point["test/target_acc"],
+        before["test/control_acc"],
+        point["test/control_acc"],
+    )
     if point["lambda"] == 0:
-        log.warning("negation collapsed to θ0: no λ kept the control classes' floor while lowering the target's accuracy")
+        log.warning(
+            "negation collapsed to θ0: no λ kept the control classes' floor while lowering the target's accuracy"
+        )
     exp.log_table("negation/lambda_curve", list(curve[0]), [list(p.values()) for p in curve])
     return exp.metrics(runs[point["lambda"]]) | {
         "negation/target": target,

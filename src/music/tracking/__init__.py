@@ -32,7 +32,9 @@ class ConsoleFilter(logging.Filter):
 def summary_lines(metrics: dict, output_dir: Path) -> list[str]:
     """The end-of-run summary: the run, its headline figures (test/acc; forgetting; λ; alignment; θ0), where the files are."""
     tasks = metrics.get("tasks") or []
-    lines = [f"{metrics['experiment']} · {metrics['dataset']} · {len(tasks)} task{'s' * (len(tasks) != 1)} · seed {metrics['seed']}"]
+    lines = [
+        f"{metrics['experiment']} · {metrics['dataset']} · {len(tasks)} task{'s' * (len(tasks) != 1)} · seed {metrics['seed']}"
+    ]
     figures = [f"test/acc {metrics['test/acc']:.4f}", f"val/acc {metrics['val/acc']:.4f}"]
     if metrics.get("theta0/test/acc") is not None and metrics.get("strategy") != "pretrain":
         figures.append(f"θ0 test/acc {metrics['theta0/test/acc']:.4f}")
@@ -44,7 +46,9 @@ def summary_lines(metrics: dict, output_dir: Path) -> list[str]:
         collapsed = " (= θ0: the merge collapsed to θ0)" if metrics.get("merge/collapsed_to_theta0") else ""
         extra.append(f"λ {metrics['lambda']:g} picked on validation{collapsed}")
     if metrics.get("test/acc_before_align") is not None:
-        extra.append(f"alignment {metrics['align/method']}: test/acc {metrics['test/acc_before_align']:.4f} → {metrics['test/acc']:.4f}")
+        extra.append(
+            f"alignment {metrics['align/method']}: test/acc {metrics['test/acc_before_align']:.4f} → {metrics['test/acc']:.4f}"
+        )
     if metrics.get("theta0/target_val_acc") is not None:
         extra.append(f"θ0 val/acc {metrics['theta0/val/acc']:.4f} for a target of {metrics['theta0/target_val_acc']:g}")
     lines += [f"  {line}" for line in extra]
@@ -88,10 +92,16 @@ def start_loggers(loggers: list["Logger"], hyperparams: dict) -> None:
             if wandb is None or not isinstance(error, wandb.errors.Error):
                 raise
             said = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            mode = getattr(logger, "_wandb_init", {}).get("mode") or os.environ.get("WANDB_MODE", "online")  # what W&B was given
-            raise ConfigError("logger.wandb.mode", mode, f"offline, or online once W&B can start a run (it said: {said}): run "
-                              "`wandb login` (or set WANDB_API_KEY) where W&B's server is reachable, or log offline with "
-                              "WANDB_MODE=offline and upload later with `wandb sync`") from None
+            mode = getattr(logger, "_wandb_init", {}).get("mode") or os.environ.get(
+                "WANDB_MODE", "online"
+            )  # what W&B was given
+            raise ConfigError(
+                "logger.wandb.mode",
+                mode,
+                f"offline, or online once W&B can start a run (it said: {said}): run "
+                "`wandb login` (or set WANDB_API_KEY) where W&B's server is reachable, or log offline with "
+                "WANDB_MODE=offline and upload later with `wandb sync`",
+            ) from None
 
 
 def close_loggers(loggers: list["Logger"], failed: bool) -> None:

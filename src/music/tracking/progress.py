@@ -19,7 +19,14 @@ class StageProgressBar(TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
 
     def init_train_tqdm(self) -> Tqdm:
-        return Tqdm(desc=self.stage, position=2 * self.process_position, disable=self.is_disabled, leave=True, dynamic_ncols=True, smoothing=0)
+        return Tqdm(
+            desc=self.stage,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            smoothing=0,
+        )
 
     def on_train_epoch_start(self, trainer, *_: Any) -> None:
         bar = self.train_progress_bar
@@ -36,4 +43,8 @@ class StageProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         shown = {"loss": f"{self.stage}/train/loss", "val_acc": f"{self.stage}/val/acc"}
-        return {name: f"{float(trainer.callback_metrics[key]):.4f}" for name, key in shown.items() if key in trainer.callback_metrics}
+        return {
+            name: f"{float(trainer.callback_metrics[key]):.4f}"
+            for name, key in shown.items()
+            if key in trainer.callback_metrics
+        }
