@@ -38,12 +38,12 @@ from hydra.utils import instantiate
 
 from music.cache import ArtifactCache
 from music.config import build_network
-from music.experiment import Experiment, quiet_lightning
+from music.experiment import Run
+from music.experiment.training import quiet_lightning
 from music.merging import kernels
 from music.merging.methods import METHODS
 from music.models.classifier import Classifier
 from music.run import load_data
-from music.strategies.finetuning import continual_method, sequential_states
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,9 +286,9 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
 
     def project(name: str) -> float:
         quiet_lightning()
-        exp = Experiment(configs[name], data, ArtifactCache("/tmp/music-bench/cache", enabled=False), [])
-        sequential_states(exp, continual_method(exp))
-        return sum(v for k, v in exp.timings.items() if k.startswith("fit/sequential/"))
+        run = Run.open(configs[name], data, ArtifactCache("/tmp/music-bench/cache", enabled=False), [])
+        run.artifacts.sequential_states(run.artifacts.continual_method())
+        return sum(v for k, v in run.ctx.timings.items() if k.startswith("fit/sequential/"))
 
     def plain() -> float:
         net, val = build_network(cfg), data.train_images[data.split.val]

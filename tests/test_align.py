@@ -5,12 +5,13 @@ import torch
 
 from conftest import FAST, make_cfg
 from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
+from music.align.step import align, shots_of
 from music.cache import ArtifactCache
 from music.evaluation import allowed_classes, predict
-from music.experiment import Experiment
+from music.experiment import Run
+from music.merging.gather import task_vectors
+from music.merging.models import MergedModels
 from music.run import load_data, run
-from music.strategies.align import align, shots_of
-from music.strategies.merging import task_vectors
 
 
 def random_rotation(d: int, seed: int) -> torch.Tensor:
@@ -68,18 +69,22 @@ def test_head_protocol_masks():
     assert predict(net, torch.zeros(3, 2)).tolist() == [4, 4, 4]
 
 
-def experiment(tmp_path, mnist_dir, *overrides) -> Experiment:
+def experiment(tmp_path, mnist_dir, *overrides) -> Run:
     cfg = make_cfg(tmp_path, mnist_dir, *FAST, *overrides)
     data = load_data(cfg)
-    return Experiment(cfg, data, ArtifactCache(tmp_path / "cache"), [])
+    return Run.open(cfg, data, ArtifactCache(tmp_path / "cache"), [])
+
+
+def vectors_of(exp: Run):
+    return task_vectors(exp, exp.ctx.tasks, MergedModels(exp).merge_keys)
 
 
 def test_ft_classifier_never_reads_labels(tmp_path, mnist_dir):
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
-    theta0, vectors = task_vectors(exp, exp.tasks)  # trains and caches the fine-tunes (these read labels)
-    merged = exp.model(sum(vectors).apply_to(theta0, 0.5))
+    theta0, vectors = vectors_of(exp)  # trains and caches the fine-tunes (these read labels)
+    merged = exp.artifacts.model(sum(vectors).apply_to(theta0, 0.5))
     first, first_report = align(exp, merged)
-    exp.data.train_labels = torch.randint(0, 10, exp.data.train_labels.shape)  # garbage from here on
+    exp.ctx.data.train_labels = torch.randint(0, 10, exp.ctx.data.train_labels.shape)  # garbage from here on
     second, second_report = align(exp, merged)
     assert torch.equal(first.head.weight, second.head.weight) and first_report == second_report
     assert not torch.equal(first.head.weight, merged.head.weight)  # it did train the head
@@ -88,10 +93,10 @@ def test_ft_classifier_never_reads_labels(tmp_path, mnist_dir):
 
 def test_per_task_merge_keeps_every_task_its_own_head(tmp_path, mnist_dir):
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "model.head=per_task", "tasks=[[0,1],[2,3]]")
-    heads = exp.with_task_heads(exp.theta0)
-    for task in exp.tasks:
-        assert torch.equal(heads["head.weight"][task], exp.finetuned(task)["head.weight"][task])
-    assert torch.equal(heads["head.bias"][4:], exp.theta0["head.bias"][4:])
+    heads = exp.artifacts.with_task_heads(exp.artifacts.theta0)
+    for task in exp.ctx.tasks:
+        assert torch.equal(heads["head.weight"][task], exp.artifacts.finetuned(task)["head.weight"][task])
+    assert torch.equal(heads["head.bias"][4:], exp.artifacts.theta0["head.bias"][4:])
 
 
 @pytest.mark.parametrize("name", ["merged", "sequential", "individual", "ties", "tangent"])
@@ -132,11 +137,11 @@ def test_alignment_reports_its_figures(tmp_path, mnist_dir, method):
 def test_balanced_shots_are_k_images_of_each_class_of_the_task(tmp_path, mnist_dir):
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
     shots = shots_of(exp, [2, 3], 4, "balanced")
-    labels = exp.data.train_labels
-    images = exp.data.train_images.flatten(1)
+    labels = exp.ctx.data.train_labels
+    images = exp.ctx.data.train_images.flatten(1)
     found = [labels[(images == shot.flatten()).all(dim=1)].unique().tolist() for shot in shots]
     assert found == [[2]] * 4 + [[3]] * 4
-    pool = exp.split.train_of([2, 3])
+    pool = exp.ctx.split.train_of([2, 3])
     assert all((images[pool] == shot.flatten()).all(dim=1).any() for shot in shots_of(exp, [2, 3], 4, "random"))
 
 
@@ -145,13 +150,9 @@ def test_ft_classifier_takes_one_adam_step_per_image_and_epoch_by_default(tmp_pa
     original = torch.optim.Adam.step
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
-    assert (exp.cfg.align.batch_size, exp.cfg.align.epochs, exp.cfg.align.shots_per_class, exp.cfg.align.sampling) == (
-        1,
-        5,
-        5,
-        "balanced",
-    )
-    theta0, vectors = task_vectors(exp, exp.tasks)
+    cfg = exp.ctx.cfg.align
+    assert (cfg.batch_size, cfg.epochs, cfg.shots_per_class, cfg.sampling) == (1, 5, 5, "balanced")
+    theta0, vectors = vectors_of(exp)
     steps.clear()  # the fine-tunes' own steps
-    align(exp, exp.model(sum(vectors).apply_to(theta0, 0.5)))
+    align(exp, exp.artifacts.model(sum(vectors).apply_to(theta0, 0.5)))
     assert len(steps) == 5 * (5 * 2) * 2  # the authors' 25·c steps per task of c classes

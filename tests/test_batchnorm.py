@@ -87,8 +87,9 @@ def test_every_merge_method_runs_on_a_batchnorm_cnn(tmp_path, fashion_dir, bn_ca
 @pytest.mark.parametrize("mode", ["recompute", "merge"])
 def test_lambda_zero_is_theta0_exactly_and_the_statistics_follow_the_mode(tmp_path, fashion_dir, bn_cache, mode):
     from music.cache import ArtifactCache
-    from music.experiment import Experiment
-    from music.strategies.merging import task_vectors
+    from music.experiment import Run
+    from music.merging.gather import task_vectors
+    from music.merging.models import MergedModels
 
     cfg = make_cfg(
         tmp_path,
@@ -100,8 +101,9 @@ def test_lambda_zero_is_theta0_exactly_and_the_statistics_follow_the_mode(tmp_pa
         "data.eval_batch_size=100000",
         cache_dir=bn_cache,
     )
-    exp = Experiment(cfg, load_data(cfg), ArtifactCache(cfg.cache.dir), [])
-    theta0, vectors = task_vectors(exp, exp.tasks)
+    parts = Run.open(cfg, load_data(cfg), ArtifactCache(cfg.cache.dir), [])
+    exp = MergedModels(parts)
+    theta0, vectors = task_vectors(parts, parts.ctx.tasks, exp.merge_keys)
     direction = sum(vectors)
     at_zero = exp.merged_model(direction.apply_to(theta0, 0.0), theta0).state_dict()
     assert at_zero.keys() == theta0.keys() and all(
@@ -123,9 +125,9 @@ def test_lambda_zero_is_theta0_exactly_and_the_statistics_follow_the_mode(tmp_pa
         )
     else:  # re-estimated on the tasks' unlabeled images, all in one batch here: their batch statistics
         assert mean not in vectors[0].deltas
-        net = exp.load_net(direction.apply_to(theta0, 0.5))
+        net = parts.artifacts.load_net(direction.apply_to(theta0, 0.5))
         recompute_batchnorm(net, exp.batchnorm_images, len(exp.batchnorm_images))
         torch.testing.assert_close(merged[mean], net.state_dict()[mean])
-        conv = exp.load_net(direction.apply_to(theta0, 0.5)).features[0]
+        conv = parts.artifacts.load_net(direction.apply_to(theta0, 0.5)).features[0]
         torch.testing.assert_close(merged[mean], conv(exp.batchnorm_images).mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
         assert len(exp.batchnorm_images) == 2 * 64 and not torch.allclose(merged[mean], theta0[mean])

@@ -16,7 +16,7 @@ from conftest import CONFIGS, FAST, ROOT, make_cfg, write_mnist_files
 from music.data import TaskData, load_dataset
 from music.data.datamodule import MusicDataModule
 from music.errors import DataError
-from music.experiment import Experiment
+from music.experiment import Training
 from music.merging.methods import METHODS
 from music.models import MLP
 from music.models.classifier import Classifier
@@ -108,7 +108,7 @@ def test_lambda_is_picked_on_validation_and_oracle_is_the_best_test_point(tmp_pa
 def test_second_task_arithmetic_run_trains_nothing(tmp_path, mnist_dir, monkeypatch, caplog):
     cache = tmp_path / "cache"
     first = run_experiment(tmp_path / "a", mnist_dir, cache, "individual", "tasks=[[0,1],[2,3]]")
-    monkeypatch.setattr(Experiment, "fit", lambda *a, **k: pytest.fail("a cached artifact was trained again"))
+    monkeypatch.setattr(Training, "fit", lambda *a, **k: pytest.fail("a cached artifact was trained again"))
     with caplog.at_level("INFO", logger="music.cache"):
         ta = run_experiment(tmp_path / "b", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")
         again = run_experiment(tmp_path / "c", mnist_dir, cache, "task_arithmetic", "tasks=[[0,1],[2,3]]")

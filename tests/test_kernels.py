@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from music.merging import TaskVector, adamerging, kernels, stack
-from music.merging.statistics import diagonal_fisher, linear_input_grams
 from music.models import LinearizedNet
+from music.models.statistics import diagonal_fisher, linear_input_grams
 
 # three task vectors over four coordinates, with sign conflicts in columns 0, 1 and 3
 TAU = torch.tensor(

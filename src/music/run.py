@@ -13,7 +13,7 @@ from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
 from music.errors import ConfigError, MusicError, traceback_wanted
-from music.experiment import Experiment
+from music.experiment import Run
 from music.launching import claim_device
 from music.strategies import STRATEGIES
 from music.tracking import (
@@ -58,16 +58,17 @@ def check_writable(cfg: DictConfig) -> None:
             raise ConfigError(setting, str(folder), f"a folder this process can create and write ({why})")
 
 
-def theta0_figures(exp: Experiment) -> dict:
+def theta0_figures(run: Run) -> dict:
     """θ0's accuracy in this run (same split and seed): every report can show where the methods started from."""
-    theta0 = exp.metrics(exp.theta0_predictions)
-    source = "checkpoint" if exp.cfg.pretrain.get("checkpoint") else "trained" if exp.cfg.pretrain.train else "random"
+    cfg, material = run.ctx.cfg, run.artifacts.theta0_material
+    theta0 = run.evaluation.metrics(run.evaluation.theta0_predictions)
+    source = "checkpoint" if cfg.pretrain.get("checkpoint") else "trained" if cfg.pretrain.train else "random"
     return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {
-        "theta0/target_val_acc": exp.cfg.pretrain.get("target_val_acc"),
+        "theta0/target_val_acc": cfg.pretrain.get("target_val_acc"),
         "theta0/source": source,
-        "theta0/key": cache_key(exp.theta0_material),  # which θ0 exactly (seed included)
+        "theta0/key": cache_key(material),  # which θ0 exactly (seed included)
         # θ0's setting: the same for every seed, so the report gives each setting one row over its seeds
-        "theta0/setting": cache_key({k: v for k, v in exp.theta0_material.items() if k != "seed"}),
+        "theta0/setting": cache_key({k: v for k, v in material.items() if k != "seed"}),
     }
 
 
@@ -84,25 +85,25 @@ def run(cfg: DictConfig) -> dict:
     failed = True
     try:
         start_loggers(loggers, OmegaConf.to_container(cfg, resolve=True))
-        exp = Experiment(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
+        parts = Run.open(cfg, data, ArtifactCache(cfg.cache.dir, cfg.cache.enabled), loggers)
         metrics = {
             "experiment": cfg.experiment_name,
             "strategy": cfg.strategy,
             "overrides": own_overrides(),
             "seed": cfg.seed,
             "dataset": cfg.data.name,
-            "tasks": exp.tasks,
-            "head": exp.head,
+            "tasks": parts.ctx.tasks,
+            "head": parts.ctx.head,
             "optimizer_state": cfg.finetune.optimizer_state,
         }
-        metrics |= STRATEGIES[cfg.strategy](exp)
-        metrics |= theta0_figures(exp)
+        metrics |= STRATEGIES[cfg.strategy](parts)
+        metrics |= theta0_figures(parts)
         write_metrics(output_dir / "metrics.json", metrics)
-        write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in exp.timings.items()})
+        write_metrics(output_dir / "timings.json", {f"{k}_s": v for k, v in parts.ctx.timings.items()})
         for logger in loggers:
             logger.log_metrics(
                 {f"final/{k}": v for k, v in scalars(metrics).items()}
-                | {f"time/{k}_s": v for k, v in exp.timings.items()}
+                | {f"time/{k}_s": v for k, v in parts.ctx.timings.items()}
             )
         failed = False
     finally:

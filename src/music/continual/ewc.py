@@ -8,7 +8,7 @@ Defaults and details, compared with Avalanche's `EWCPlugin(ewc_lambda, mode="onl
 (avalanche/training/plugins/ewc.py, read at HEAD):
 - Avalanche adds ewc_lambda · Σ F (θ − θ*)² (no ½) with F the squared mini-batch gradient of the *empirical* loss
   (the true labels), averaged over batches. Here the penalty keeps the paper's ½ (so `strength` = 2 · ewc_lambda) and
-  F is the per-sample true Fisher of `music.merging.statistics.diagonal_fisher`: y is drawn from the model's own
+  F is the per-sample true Fisher of `music.models.statistics.diagonal_fisher`: y is drawn from the model's own
   predictive distribution, one squared per-sample gradient per image, averaged over the images.
 - Avalanche requires an explicit decay_factor in online mode; decay=1.0 here sums the stages' Fishers (γ = 1 in
   Schwarz et al.; lower it to forget old importances).
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from music.continual import ContinualMethod
-from music.merging.statistics import diagonal_fisher
+from music.models.statistics import diagonal_fisher
 
 
 def ewc_penalty(

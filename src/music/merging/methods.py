@@ -51,15 +51,16 @@ class Method:
     merge: Callable[[MergeInputs, dict], Merged]  # (inputs, knob values) -> direction(s); θ = θ0 + λ·direction
     paper: str
     knobs: dict[str, str] = field(default_factory=dict)  # knob -> allowed interval, e.g. "(0, 1]"
-    options: dict[str, str] = field(
-        default_factory=dict
-    )  # setting that is not searched -> its declaration (music.settings)
-    statistics: str | None = None  # estimated per task before merging: "fisher", "grams" (training images), "entropy"
+    # settings that are not searched -> their declarations (music.settings)
+    options: dict[str, str] = field(default_factory=dict)
+    # estimated per task before merging, by name (merging.gather.STATISTICS): "fisher", "grams", "entropy"
+    statistics: str | None = None
     data: str = "none"
     task_id: bool = False
-    vectors: str = (
-        "individual"  # whose task vectors: the per-task fine-tunes, or (sequential) θ_t − θ0 of the sequential stages
-    )
+    # whose task vectors: the per-task fine-tunes, or (sequential) θ_t − θ0 of the sequential stages
+    vectors: str = "individual"
+    # the coordinates it keeps at the picked knobs (T×P, the rest zero), where sign conflicts are counted among them
+    kept: Callable[[Tensor, dict], Tensor] | None = None
 
 
 def flat(kernel: Callable[..., Tensor]) -> Callable[[MergeInputs, dict], TaskVector]:
@@ -94,6 +95,11 @@ DARE_BASES = ("task_arithmetic", "ties")
 ADAMERGING_OPTIONS = {"steps": "int [1, 100000]", "lr": "(0, 10]", "prior": "[0, 1]", "batch_size": "int [1, 100000]"}
 
 
+def _trimmed(tau: Tensor, knobs: dict) -> Tensor:
+    """TIES's trim at the picked keep_fraction (DARE over TIES has one; over task arithmetic it keeps everything)."""
+    return kernels.trim(tau, knobs["keep_fraction"]) if "keep_fraction" in knobs else tau
+
+
 def _dare(inputs: MergeInputs, knobs: dict) -> TaskVector:
     base = METHODS[inputs.options["base"]]
     dropped = kernels.dare(inputs.tau, knobs["p"], inputs.seeded(f"dare/p={knobs['p']}"))
@@ -123,8 +129,8 @@ def _adamerging(layerwise: bool) -> Callable[[MergeInputs, dict], TaskVector]:
 METHODS: dict[str, Method] = {
     "task_arithmetic": Method(flat(kernels.task_arithmetic), "Ilharco et al., ICLR 2023"),
     "average": Method(flat(kernels.average), "Wortsman et al., ICML 2022 (uniform soup)"),
-    "ties": Method(flat(kernels.ties), "Yadav et al., NeurIPS 2023", knobs={"keep_fraction": "(0, 1]"}),
-    "dare": Method(_dare, "Yu et al., ICML 2024", knobs={"p": "[0, 1)"}),
+    "ties": Method(flat(kernels.ties), "Yadav et al., NeurIPS 2023", knobs={"keep_fraction": "(0, 1]"}, kept=_trimmed),
+    "dare": Method(_dare, "Yu et al., ICML 2024", knobs={"p": "[0, 1)"}, kept=_trimmed),
     "fisher": Method(
         lambda inputs, knobs: inputs.unflatten(kernels.fisher_weighted(inputs.tau, inputs.stats)),
         "Matena & Raffel, NeurIPS 2022",

@@ -1,7 +1,8 @@
-"""Strategy name (the config's `strategy`) -> function(Experiment) -> metrics."""
+"""Strategy name (the config's `strategy`) -> function(Run) -> metrics."""
 
+from music.merging.negation import negation
+from music.merging.strategy import merge
 from music.strategies.finetuning import individual, merged, pretrain, sequential
-from music.strategies.merging import merge, negation
 
 STRATEGIES = {
     "pretrain": pretrain,

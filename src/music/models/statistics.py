@@ -1,4 +1,5 @@
-"""Per-task statistics some merges need, estimated on a task's training images with its fine-tuned model."""
+"""Statistics of a network on images (its diagonal Fisher, its linear layers' input Gram matrices): what some merges
+estimate per fine-tune, and online EWC per stage."""
 
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""Head alignment after a merge, from a few unlabeled images per task (FT-Classifier, Procrustes).
+"""The step after a merge: head alignment, from a few unlabeled images per task (FT-Classifier, Procrustes).
 
 Structurally label-free: the aligners receive images drawn at random from a task's training data, and the
 task id, never a label tensor. (With one class per task the task id names the class: that is the protocol.)
@@ -9,7 +9,7 @@ import copy
 import torch
 
 from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
-from music.experiment import Experiment, stage_seed
+from music.experiment import Run, stage_seed
 
 
 @torch.no_grad()
@@ -19,26 +19,26 @@ def _mean_kl(teachers, model, images, masks) -> float:
     )
 
 
-def shots_of(exp: Experiment, task: list[int], per_class: int, sampling: str) -> torch.Tensor:
+def shots_of(run: Run, task: list[int], per_class: int, sampling: str) -> torch.Tensor:
     """The k·c images a task of c classes is aligned on: k of each class (`balanced`, as FT-Classifier's authors draw
     them: labels choose which images and go no further), or k·c drawn from the task's pool (`random`)."""
     if sampling == "balanced":
         return torch.cat(
-            [exp.unlabeled_images([c], per_class, f"align/balanced/task_{'_'.join(map(str, task))}") for c in task]
+            [run.ctx.unlabeled_images([c], per_class, f"align/balanced/task_{'_'.join(map(str, task))}") for c in task]
         )
-    return exp.unlabeled_images(task, per_class * len(task), "align")
+    return run.ctx.unlabeled_images(task, per_class * len(task), "align")
 
 
-def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+def align(run: Run, merged: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
     """A copy of `merged` whose head is re-aligned with each task's fine-tuned model; and its figures.
 
     KL before/after is measured on each task's validation images, not on the images aligned on.
     """
-    cfg = exp.cfg.align
-    tasks = exp.tasks
-    teachers = [exp.load_net(exp.finetuned(task)).eval() for task in tasks]
-    shots = [shots_of(exp, task, cfg.shots_per_class, cfg.sampling) for task in tasks]
-    held_out, masks = exp.task_val_images(), exp.task_masks()
+    cfg = run.ctx.cfg.align
+    tasks = run.ctx.tasks
+    teachers = [run.artifacts.load_net(run.artifacts.finetuned(task)).eval() for task in tasks]
+    shots = [shots_of(run, task, cfg.shots_per_class, cfg.sampling) for task in tasks]
+    held_out, masks = run.ctx.task_val_images(), run.ctx.task_masks()
     merged = merged.eval()
     aligned = copy.deepcopy(merged)
     report = {
@@ -53,7 +53,7 @@ def align(exp: Experiment, merged: torch.nn.Module) -> tuple[torch.nn.Module, di
             features = torch.cat([merged.features(x) for x in shots])
             teacher_logits = torch.cat([t(x) for t, x in zip(teachers, shots)])
             allowed = torch.cat([m.expand(len(x), -1) for m, x in zip(masks, shots)])
-        generator = torch.Generator().manual_seed(stage_seed(exp.cfg.seed, "align/ft_classifier"))
+        generator = torch.Generator().manual_seed(stage_seed(run.ctx.cfg.seed, "align/ft_classifier"))
         fit_head_kl(aligned.head, features, teacher_logits, allowed, cfg.lr, cfg.epochs, cfg.batch_size, generator)
     elif cfg.method == "procrustes":
         fits = []

@@ -1,0 +1,237 @@
+"""The run's trained artifacts, each cached under exactly the config that determines it: θ0, the per-task fine-tunes
+and the sequential stages (under a continual method). Also the networks they are loaded into."""
+
+import hashlib
+import logging
+from functools import cached_property
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from music.cache import ArtifactCache
+from music.config import build_network, instantiate_checked
+from music.continual import ContinualMethod
+from music.data import dataset_spec
+from music.data.split import SPLIT_VERSION
+from music.experiment.context import Context, stage_seed
+from music.experiment.training import Training, seed_everything, target_stop
+from music.models import LinearizedNet, plain_state
+from music.models import optimizer_state as optimizer_states
+from music.models.checkpoint import load_weights
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+# Trainer settings that change what training produces (logging, progress bars and the like do not)
+TRAINER_KEYS = (
+    "precision",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
+    "deterministic",
+    "limit_train_batches",
+    "limit_val_batches",
+    "check_val_every_n_epoch",
+)
+
+
+def _plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_material(cfg: DictConfig, fingerprint: str) -> dict:
+    """What every trained artifact depends on: the dataset (its name and a fingerprint of its contents), the
+    split, the batches, the trainer settings that change results, and the seed."""
+    spec = dataset_spec(cfg.data.name)
+    callbacks = (cfg.get("callbacks") or {}).items()
+    return {
+        "split_version": SPLIT_VERSION,
+        "dataset": cfg.data.name,
+        "fingerprint": fingerprint,
+        "normalization": [list(spec.mean), list(spec.std)],
+        "seed": cfg.seed,
+        "val_fraction": cfg.data.val_fraction,
+        "pretrain_split": _plain(cfg.data.pretrain),
+        "batch_size": cfg.data.batch_size,
+        "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
+        # callbacks can change training (SWA, …); progress bars cannot
+        "callbacks": {
+            k: _plain(v) for k, v in callbacks if v and not str(v.get("_target_", "")).endswith("ProgressBar")
+        },
+    }
+
+
+def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
+    """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained.
+    θ0 is trained class-incrementally (one head over every class) whatever the head protocol of the fine-tunes."""
+    if cfg.pretrain.get("checkpoint"):
+        source = {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint)}
+    else:
+        source = {"pretrain": _plain(cfg.pretrain)}
+    return data_material(cfg, fingerprint) | {"model": _plain(cfg.model.net)} | source
+
+
+def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
+    """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's (`theta0`, its
+    theta0_material), the shared budget, the head protocol, and `data` (which classes, grouped how, in which order)."""
+    # optimizer_state concerns sequential stages alone: they name it in `data` when they carry it
+    finetune = {k: v for k, v in _plain(cfg.finetune).items() if k != "optimizer_state"}
+    return {"theta0": theta0, "finetune": finetune, "head": cfg.model.get("head", "shared"), "data": data}
+
+
+class Artifacts:
+    def __init__(self, ctx: Context, training: Training, cache: ArtifactCache):
+        self.ctx, self.training, self.cache = ctx, training, cache
+        self._finetuned: dict[tuple[int, ...], State] = {}
+
+    # ---- networks ----
+    def new_net(self) -> nn.Module:
+        return build_network(self.ctx.cfg)
+
+    def load_net(self, state: State) -> nn.Module:
+        net = self.new_net()
+        net.load_state_dict(state)
+        return net
+
+    def model(self, state: State) -> nn.Module:
+        """A model with parameters θ = `state`: the network itself, or its linearization around θ0 when
+        `finetune.linearized` (tangent-space fine-tuning: fine-tunes and merges live in θ0's tangent space)."""
+        if not self.ctx.cfg.finetune.get("linearized", False):
+            return self.load_net(state)
+        model = LinearizedNet(self.load_net(self.theta0))
+        model.net.load_state_dict(state)
+        return model
+
+    # ---- θ0 ----
+    @cached_property
+    def theta0(self) -> State:
+        """θ0's parameters: a given checkpoint, or trained on the pretrain split (cached on disk, loaded once per run)."""
+        cfg = self.ctx.cfg
+        if cfg.pretrain.get("checkpoint"):
+            return load_weights(cfg.pretrain.checkpoint, self.new_net())
+
+        def build():
+            seed_everything(stage_seed(cfg.seed, "pretrain/init"))
+            if not cfg.pretrain.train:  # pretrain=none: the class-incremental protocol from scratch
+                return self.new_net().state_dict()
+            target = cfg.pretrain.get("target_val_acc")
+            stop = [] if target is None else [target_stop("pretrain/val/acc", target, cfg.pretrain.epochs)]
+            pretrain_train = self.ctx.split.pretrain_train
+            net = self.training.fit(self.new_net(), pretrain_train, "pretrain", cfg.pretrain, False, stop).net
+            if stop and stop[0].stopping_reason.name == "STOPPING_THRESHOLD":
+                log.info(
+                    "θ0 reached the target validation accuracy %g after %d epoch(s)", target, stop[0].stopped_epoch + 1
+                )
+            elif stop:
+                epochs = cfg.pretrain.epochs
+                log.warning(
+                    "θ0 trained all %d epochs without reaching the target validation accuracy %g", epochs, target
+                )
+            return net.state_dict()
+
+        return self.cache.get_or_build("theta0", self.theta0_material, build, label="θ0")
+
+    @cached_property
+    def theta0_material(self) -> dict:
+        """θ0's cache material, computed once per run (a given checkpoint is hashed once, not per fine-tune)."""
+        return theta0_material(self.ctx.cfg, self.ctx.data.fingerprint)
+
+    # ---- fine-tunes ----
+    def trained(
+        self,
+        name: str,
+        data: dict,
+        start: State,
+        train_idx: torch.Tensor,
+        stage: str,
+        continual=None,
+        optimizer_state: dict | None = None,
+    ) -> State:
+        """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
+        when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
+        `optimizer_state` (a previous stage's; {} at the first stage) the optimizer starts from it, and the entry also
+        holds the state it ended with (music.models.optimizer_state.split tells them apart)."""
+        finetune = self.ctx.cfg.finetune
+
+        def build():
+            module = self.training.fit(
+                self.model(start), train_idx, stage, finetune, continual=continual, optimizer_state=optimizer_state
+            )
+            carried = (
+                optimizer_states.flatten(module.trainer.optimizers[0].state_dict())
+                if optimizer_state is not None
+                else {}
+            )
+            return plain_state(module.net) | carried
+
+        material = training_material(self.ctx.cfg, self.theta0_material, data)
+        return self.cache.get_or_build(name, material, build, label=stage)
+
+    def finetuned(self, task: list[int]) -> State:
+        """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
+        the other tasks)."""
+        key = tuple(sorted(task))
+        if key not in self._finetuned:
+            stage = "individual/task_" + "_".join(map(str, key))
+            train = self.ctx.split.train_of(task)
+            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0, train, stage)
+        return self._finetuned[key]
+
+    def with_task_heads(self, state: State) -> State:
+        """`state` with each task's rows of the head taken from that task's fine-tune (per-task heads: merging
+        leaves every task its own head)."""
+        state = dict(state)
+        for name in ("head.weight", "head.bias"):
+            rows = state[name].clone()
+            for task in self.ctx.tasks:
+                rows[task] = self.finetuned(task)[name][task]
+            state[name] = rows
+        return state
+
+    # ---- sequential stages ----
+    def continual_method(self) -> ContinualMethod | None:
+        """The configured continual-learning method (`continual=<name>`), or None for plain fine-tuning."""
+        node = self.ctx.cfg.get("continual")
+        return instantiate_checked("continual", node) if node and "_target_" in node else None
+
+    def sequential_states(self, method: ContinualMethod | None) -> list[State]:
+        """θ_1 … θ_T: θ0 fine-tuned on task 1, then 2, … in config order, under the continual method's hooks.
+
+        Each stage is cached under the ordered tasks so far (and the method), so a longer sequence reuses its prefix; a
+        cached stage still runs the method's begin_stage and end_stage, which rebuild its state. Each stage's optimizer
+        starts fresh (finetune.optimizer_state=fresh, as Mammoth) or from the previous stage's state (carry, as
+        Avalanche); with carry a stage's cache entry keeps its optimizer's state too."""
+        ctx = self.ctx
+        state, states = self.theta0, []
+        continual = {"continual": OmegaConf.to_container(ctx.cfg.continual, resolve=True)} if method else {}
+        carry = ctx.cfg.finetune.optimizer_state == "carry"
+        optimizer = {} if carry else None  # the state the next stage's optimizer starts from
+        for i in range(len(ctx.tasks)):
+            prefix = (
+                {"tasks": [sorted(t) for t in ctx.tasks[: i + 1]]}
+                | continual
+                | ({"optimizer_state": "carry"} if carry else {})
+            )
+            if method:
+                method.begin_stage(i, self.model(state).to(ctx.device))
+            seen = ctx.split.task_train(i)
+            state = self.trained("sequential", prefix, state, seen, f"sequential/stage_{i}", method, optimizer)
+            if carry:
+                state, optimizer = optimizer_states.split(state)
+            if method:
+                images, labels = ctx.data.train_images[seen], ctx.data.train_labels[seen]
+                method.end_stage(
+                    i, self.model(state).to(ctx.device), images, labels, ctx.seeded(f"continual/stage_{i}")
+                )
+            states.append(state)
+        return states
