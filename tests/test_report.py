@@ -28,6 +28,7 @@ def write_run(folder, experiment, seed, acc, **extra):
         "experiment": experiment,
         "seed": seed,
         "dataset": "fashion_mnist",
+        "dataset_title": "Fashion-MNIST",
         "tasks": [[1], [2]],
         "head": "shared",
         "test/acc": acc,

@@ -92,6 +92,7 @@ def run(cfg: DictConfig) -> dict:
             "overrides": own_overrides(),
             "seed": cfg.seed,
             "dataset": cfg.data.name,
+            "dataset_title": data.spec.name,
             "tasks": parts.ctx.tasks,
             "head": parts.ctx.head,
             "optimizer_state": cfg.finetune.optimizer_state,

@@ -119,6 +119,11 @@ class DatasetSpec:
         {"train": False},
     )  # torchvision's train / test constructor arguments
     system_copies: tuple[Path, ...] = ()  # copies a system package installs (Debian's dataset-fashion-mnist)
+    title: str = ""  # its name in reports (metrics.json's dataset_title); "": the torchvision class's name
+
+    @property
+    def name(self) -> str:
+        return self.title or self.torchvision
 
 
 _IDX = {
@@ -135,6 +140,7 @@ DATASETS: dict[str, DatasetSpec] = {
         std=(0.3530,),
         folder="FashionMNIST/raw",
         system_copies=(Path("/usr/share/datasets/fashion-mnist"),),
+        title="Fashion-MNIST",
         **_GREY,
     ),
     "kmnist": DatasetSpec("KMNIST", 10, mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw", **_GREY),
@@ -148,6 +154,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
         "python-pickled batches",
         "cifar-10-batches-py",
+        title="CIFAR-10",
     ),
     "cifar100": DatasetSpec(
         "CIFAR100",
@@ -159,6 +166,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"train": ("train",), "test": ("test",)},
         "python-pickled batches",
         "cifar-100-python",
+        title="CIFAR-100",
     ),
     "svhn": DatasetSpec(
         "SVHN",

@@ -1,0 +1,5 @@
+import sys
+
+from music.report.cli import main
+
+sys.exit(main())
