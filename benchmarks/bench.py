@@ -37,9 +37,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from music.cache import ArtifactCache
-from music.config import build_network
 from music.experiment import Run
 from music.experiment.training import quiet_lightning
+from music.instantiation import build_network
 from music.merging import kernels
 from music.merging.methods import METHODS
 from music.models.classifier import Classifier

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, FAST, ROOT, make_cfg, write_mnist_files
+from music.configs import continual_methods, merge_methods
 from music.data import TaskData, load_dataset
 from music.data.datamodule import MusicDataModule
 from music.errors import DataError
@@ -22,7 +23,10 @@ from music.models import MLP
 from music.models.classifier import Classifier
 from music.run import load_data, run
 
-EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+# the experiment files, and experiment=<method> for every merge and continual method (music.configs)
+EXPERIMENTS = sorted(
+    {p.stem for p in (CONFIGS / "experiment").glob("*.yaml")} | {*merge_methods(), *continual_methods()}
+)
 CONTRACT = ["experiment", "seed", "dataset", "test/acc", "test/acc_seen", "test/acc_unseen", "val/acc"]
 MERGE = [
     "lambda",
@@ -53,9 +57,14 @@ PER_STRATEGY = {
         for m, method in METHODS.items()
     },
     "tangent": MERGE,
+    "merge": MERGE,
     "ft_classifier": MERGE + ["test/acc_before_align", "align/kl_before", "align/kl_after", "align/shots_per_class"],
 }
-RUN_NAME = {"tangent": "tangent_task_arithmetic", "ft_classifier": "task_arithmetic+ft_classifier"}
+RUN_NAME = {
+    "tangent": "tangent_task_arithmetic",
+    "ft_classifier": "task_arithmetic+ft_classifier",
+    "merge": "task_arithmetic",
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,16 @@
 """Config validation in one place, before any work: each problem is one line naming the setting and what is allowed."""
 
-import importlib
 import math
-import warnings
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from music.data.sources import dataset_spec
 from music.data.split import Split
 from music.errors import ConfigError, DataError
 from music.evaluation import HEADS
+from music.instantiation import build_network, instantiate_checked
 from music.models.checkpoint import load_weights
 from music.settings import check, check_declared, check_grid, is_int, shown
 
@@ -126,64 +124,6 @@ def validate_with_data(cfg: DictConfig, split: Split) -> None:
                 cfg.align.shots_per_class,
                 f"at most {most} (a task's training images per class)",
             )
-
-
-def _importable(path) -> bool:
-    module, _, name = str(path).rpartition(".")
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except (ImportError, ValueError):
-        return False
-
-
-def _builds(node: dict, build) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
-            build(OmegaConf.create(node))
-        return True
-    except Exception:
-        return False
-
-
-def _culprit(node: DictConfig, build) -> str | None:
-    """The key of `node` (a Hydra-instantiable config) its target refuses: the one whose removal lets it build, else
-    the only one it refuses on its own; None when no single key explains it."""
-    plain = OmegaConf.to_container(node, resolve=True)
-    keys = [k for k in plain if not k.startswith("_")]
-    without = [k for k in keys if _builds({j: v for j, v in plain.items() if j != k}, build)]
-    if len(without) == 1:
-        return without[0]
-    alone = [k for k in keys if not _builds({j: v for j, v in plain.items() if j.startswith("_") or j == k}, build)]
-    return alone[0] if len(alone) == 1 else None
-
-
-def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
-    """`call(instantiate(node, **kwargs))`; when the target refuses the settings (torch's, Lightning's or Hydra's
-    own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
-    if not _importable(node.get("_target_")):
-        raise ConfigError(
-            f"{setting}._target_", node.get("_target_"), "an importable class or function, e.g. torch.optim.SGD"
-        )
-
-    def build(config):
-        return call(instantiate(config, **kwargs))
-
-    try:
-        return build(node)
-    except Exception as error:
-        cause = error.__cause__ or error
-        said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-        key = _culprit(node, build)
-        where, value = (f"{setting}.{key}", shown(node[key])) if key else (setting, OmegaConf.to_container(node))
-        raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
-
-
-def build_network(cfg: DictConfig) -> torch.nn.Module:
-    """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
-    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
-    spec = dataset_spec(cfg.data.name)
-    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
 
 
 def _check_checkpoint(checkpoint, net: torch.nn.Module) -> None:

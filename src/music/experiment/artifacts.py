@@ -11,12 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.cache import ArtifactCache
-from music.config import build_network, instantiate_checked
 from music.continual import ContinualMethod
 from music.data import dataset_spec
 from music.data.split import SPLIT_VERSION
 from music.experiment.context import Context, stage_seed
 from music.experiment.training import Training, seed_everything, target_stop
+from music.instantiation import build_network, instantiate_checked
 from music.models import LinearizedNet, plain_state
 from music.models import optimizer_state as optimizer_states
 from music.models.checkpoint import load_weights

@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from music.config import instantiate_checked
 from music.errors import Diverged
 from music.experiment.context import Context, stage_seed
+from music.instantiation import instantiate_checked
 from music.tracking import CONSOLE
 
 log = logging.getLogger(__name__)

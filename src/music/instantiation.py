@@ -1,0 +1,71 @@
+"""Building what a config node describes (Hydra's instantiate) so that a setting its target refuses — torch's,
+Lightning's or Hydra's own check — is one ConfigError naming the key, before any work; and the configured network."""
+
+import importlib
+import warnings
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from music.data.sources import dataset_spec
+from music.errors import ConfigError
+from music.settings import shown
+
+
+def _importable(path) -> bool:
+    module, _, name = str(path).rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except (ImportError, ValueError):
+        return False
+
+
+def _builds(node: dict, build) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what the target says about its other (default) arguments
+            build(OmegaConf.create(node))
+        return True
+    except Exception:
+        return False
+
+
+def _culprit(node: DictConfig, build) -> str | None:
+    """The key of `node` (a Hydra-instantiable config) its target refuses: the one whose removal lets it build, else
+    the only one it refuses on its own; None when no single key explains it."""
+    plain = OmegaConf.to_container(node, resolve=True)
+    keys = [k for k in plain if not k.startswith("_")]
+    without = [k for k in keys if _builds({j: v for j, v in plain.items() if j != k}, build)]
+    if len(without) == 1:
+        return without[0]
+    alone = [k for k in keys if not _builds({j: v for j, v in plain.items() if j.startswith("_") or j == k}, build)]
+    return alone[0] if len(alone) == 1 else None
+
+
+def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
+    """`call(instantiate(node, **kwargs))`; when the target refuses the settings (torch's, Lightning's or Hydra's
+    own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
+    if not _importable(node.get("_target_")):
+        raise ConfigError(
+            f"{setting}._target_", node.get("_target_"), "an importable class or function, e.g. torch.optim.SGD"
+        )
+
+    def build(config):
+        return call(instantiate(config, **kwargs))
+
+    try:
+        return build(node)
+    except Exception as error:
+        cause = error.__cause__ or error
+        said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        key = _culprit(node, build)
+        where, value = (f"{setting}.{key}", shown(node[key])) if key else (setting, OmegaConf.to_container(node))
+        raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
+
+
+def build_network(cfg: DictConfig) -> torch.nn.Module:
+    """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
+    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
+    spec = dataset_spec(cfg.data.name)
+    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
