@@ -5,7 +5,7 @@ import torch
 
 from conftest import make_cfg
 from music.cache import ArtifactCache, cache_key
-from music.experiment import theta0_material, training_material
+from music.experiment.artifacts import theta0_material, training_material
 
 
 def counting_builder(value: float):
