@@ -24,9 +24,9 @@ BAD = [
     ("data.pretrain.num_samples=100", "data.pretrain.num_samples=100", "exactly one of"),
     ("data.pretrain.classes=[10]", "data.pretrain.classes=[10]", "0..9"),
     ("data.val_fraction=0", "data.val_fraction=0", "(0, 1)"),
-    ("finetune.epochs=0", "finetune.epochs=0", "integer ≥ 1"),
-    ("pretrain.epochs=0", "pretrain.epochs=0", "integer ≥ 1"),
-    ("data.batch_size=0", "data.batch_size=0", "integer ≥ 1"),
+    ("finetune.epochs=0", "finetune.epochs=0", "an integer in [1, inf)"),
+    ("pretrain.epochs=0", "pretrain.epochs=0", "an integer in [1, inf)"),
+    ("data.batch_size=0", "data.batch_size=0", "an integer in [1, inf)"),
     ("strategy=magic", "strategy='magic'", "one of pretrain, merged"),
     ("data.name=cifar", "data.name='cifar'", "one of mnist, fashion_mnist, kmnist"),
     ("experiment=ties merge.keep_fraction=[0.2,1.5]", "merge.keep_fraction=[0.2, 1.5]", "numbers in (0, 1]"),
@@ -45,7 +45,7 @@ BAD = [
         "merge.method='soup'",
         "one of task_arithmetic, average, ties, dare, fisher, regmean, tsv",
     ),
-    ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "integer ≥ 1"),
+    ("experiment=fisher merge.num_samples=0", "merge.num_samples=0", "an integer in [1, inf)"),
     ("experiment=negation negation.target=[]", "negation.target=[]", "non-empty list of classes"),
     ("experiment=negation negation.control_floor=2", "negation.control_floor=2", "(0, 1]"),
     ("model.head=per_task tasks=[[0,1],[2]]", "tasks[1]=[2]", "needs ≥ 2 classes"),
@@ -53,8 +53,8 @@ BAD = [
     ("model.head=both", "model.head='both'", "one of shared, per_task"),
     ("experiment=sequential align=ft_classifier", "align='ft_classifier'", "none unless the experiment merges"),
     ("experiment=tangent align=procrustes", "align='procrustes'", "finetune.linearized=true"),
-    ("experiment=ties align=ft_classifier align.lr=0", "align.lr=0", "a number > 0"),
-    ("experiment=ties align=procrustes align.subspace_dim=0", "align.subspace_dim=0", "integer ≥ 1"),
+    ("experiment=ties align=ft_classifier align.lr=0", "align.lr=0", "a number in (0, inf)"),
+    ("experiment=ties align=procrustes align.subspace_dim=0", "align.subspace_dim=0", "an integer in [1, inf) or null"),
 ]
 
 
@@ -172,7 +172,7 @@ def run_train(tmp_path, *overrides):
             "error: align.sampling='stratified' is not allowed: one of balanced, random",
         ),
         (["pretrain.target_val_acc=1.5"], "error: pretrain.target_val_acc=1.5 is not allowed: a number in (0, 1]"),
-        # each continual method's and network's settings, as each declares them (SETTINGS); more below, in process
+        # each continual method's and network's settings, as its signature declares them; more below, in process
         (
             ["experiment=lwf", "continual.temperature=0"],
             "error: continual.temperature=0 is not allowed: a number in (0, inf)",
@@ -226,7 +226,7 @@ def test_cli_refuses_a_bad_setting_with_one_line_and_status_2(tmp_path, override
         (["model=vit_small", "model.net.heads=0"], "model.net.heads=0 is not allowed: an integer in [1, inf)"),
         (
             ["finetune.optimizer_state=keep"],
-            "finetune.optimizer_state='keep' is not allowed: fresh (each sequential stage",
+            "finetune.optimizer_state='keep' is not allowed: one of fresh, carry",
         ),
     ],
 )

@@ -5,11 +5,27 @@ task id, never a label tensor. (With one class per task the task id names the cl
 """
 
 import copy
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
 from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
 from music.experiment import Run, stage_seed
+from music.settings import Positive
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """configs/align/<method>.yaml, as `align` reads it (checked before any work; music.settings)."""
+
+    method: Literal["none", "ft_classifier", "procrustes"] = "none"
+    shots_per_class: Positive = 5  # k: a task of c classes gets k·c unlabeled images
+    sampling: Literal["balanced", "random"] = "balanced"  # k of each class, or k·c from the task's pool
+    lr: Annotated[float, "(0, inf)"] = 5e-4  # ft_classifier: Adam on the head
+    epochs: Positive = 5
+    batch_size: Positive = 1
+    subspace_dim: Positive | None = None  # procrustes: fit within the top-r principal subspace (null: all of it)
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 A method is a `ContinualMethod`: the hooks the one LightningModule (models/classifier.py) and the sequential
 strategy call, the way Avalanche's plugins work, without their weight. A hook it does not need stays the no-op
 below. Methods are built from `configs/continual/<name>.yaml` (Hydra `_target_`); a method declares its settings with
-their types and intervals as `SETTINGS` (music.settings), checked before any work.
+their types and intervals in its constructor's signature (`Annotated[float, "(0, inf)"]`, music.settings), checked
+before any work.
 """
 
 import torch

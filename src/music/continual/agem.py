@@ -22,6 +22,8 @@ training batch of 128 here, so A-GEM does about 3× the arithmetic of a plain st
 `continual.vs_sequential.agem`, about 2× sequential's training time on the class-incremental preset).
 """
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,9 +46,7 @@ class AGEM(ContinualMethod):
 
     memory = "images with labels"
 
-    SETTINGS = {"memory_size": "int [1, inf)", "sample_size": "int [1, inf)"}
-
-    def __init__(self, memory_size: int = 500, sample_size: int = 256):
+    def __init__(self, memory_size: Annotated[int, "[1, inf)"] = 500, sample_size: Annotated[int, "[1, inf)"] = 256):
         self.memory_size, self.sample_size = int(memory_size), int(sample_size)
         self._reset()
 

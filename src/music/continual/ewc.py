@@ -17,6 +17,7 @@ Defaults and details, compared with Avalanche's `EWCPlugin(ewc_lambda, mode="onl
 """
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
@@ -51,9 +52,12 @@ class EWC(ContinualMethod):
 
     memory = "a model"
 
-    SETTINGS = {"strength": "[0, inf)", "decay": "[0, 1]", "num_samples": "int [1, inf)"}
-
-    def __init__(self, strength: float, decay: float = 1.0, num_samples: int = 256):
+    def __init__(
+        self,
+        strength: Annotated[float, "[0, inf)"],
+        decay: Annotated[float, "[0, 1]"] = 1.0,
+        num_samples: Annotated[int, "[1, inf)"] = 256,
+    ):
         self.strength, self.decay, self.num_samples = float(strength), float(decay), int(num_samples)
         self.anchors: dict[str, Tensor] | None = None
         self.fishers: dict[str, Tensor] | None = None

@@ -19,6 +19,7 @@ Decisions, compared with Avalanche's `LwFPlugin(alpha=1, temperature=2)` / `Lear
 """
 
 import copy
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +40,7 @@ class LwF(ContinualMethod):
 
     memory = "a model"
 
-    SETTINGS = {"alpha": "[0, inf)", "temperature": "(0, inf)"}
-
-    def __init__(self, alpha: float = 1.0, temperature: float = 2.0):
+    def __init__(self, alpha: Annotated[float, "[0, inf)"] = 1.0, temperature: Annotated[float, "(0, inf)"] = 2.0):
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.teacher: nn.Module | None = None
         self.seen: set[int] = set()

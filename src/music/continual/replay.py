@@ -14,6 +14,8 @@ batch are drawn without replacement (with, when the memory holds fewer than the 
 end_stage from the run's generator, so training is reproducible and nothing depends on batches seen before.
 """
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
@@ -64,9 +66,7 @@ class Replay(ContinualMethod):
 
     memory = "images with labels"
 
-    SETTINGS = {"memory_size": "int [1, inf)", "balanced": "bool"}
-
-    def __init__(self, memory_size: int = 500, balanced: bool = False):
+    def __init__(self, memory_size: Annotated[int, "[1, inf)"] = 500, balanced: bool = False):
         self.memory_size, self.balanced = int(memory_size), bool(balanced)
         self._reset()
 

@@ -3,12 +3,14 @@
 import hashlib
 import math
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from music.data.sources import dataset_spec, load_dataset
 from music.data.split import Split, make_split
+from music.settings import Positive
 
 
 class IndexedTensors(Dataset):
@@ -77,9 +79,9 @@ class TaskData:
         tasks: list[list[int]] | None = None,
         seed: int = 0,
         pretrain: dict | None = None,
-        val_fraction: float = 0.1,
-        batch_size: int = 256,
-        eval_batch_size: int = 4096,
+        val_fraction: Annotated[float, "(0, 1)"] = 0.1,
+        batch_size: Positive = 256,
+        eval_batch_size: Positive = 4096,
     ):
         super().__init__()  # cooperative: LightningDataModule.__init__ when this is a MusicDataModule
         pretrain = pretrain or {}

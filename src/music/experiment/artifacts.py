@@ -3,8 +3,9 @@ and the sequential stages (under a continual method). Also the networks they are
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +21,7 @@ from music.instantiation import build_network, instantiate_checked
 from music.models import LinearizedNet, plain_state
 from music.models import optimizer_state as optimizer_states
 from music.models.checkpoint import load_weights
+from music.settings import Positive
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,27 @@ TRAINER_KEYS = (
     "limit_val_batches",
     "check_val_every_n_epoch",
 )
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """configs/pretrain/*.yaml: how θ0 is made (music.settings; its optimizer is checked by building it)."""
+
+    train: bool = True  # false: a random initialisation seeded by the run (pretrain=none)
+    epochs: Positive = 3
+    target_val_acc: Annotated[float, "(0, 1]"] | None = None  # stop once validation accuracy reaches it
+    checkpoint: str | None = None  # a file of the configured network (checked by loading it)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """`finetune` in train.yaml: the budget every fine-tune shares (music.settings)."""
+
+    epochs: Positive = 1
+    linearized: bool = False  # fine-tune in θ0's tangent space
+    optimizer_state: Literal["fresh", "carry"] = (
+        "fresh"  # between sequential stages: a new optimizer, or the last one's
+    )
 
 
 def _plain(node) -> Any:

@@ -8,7 +8,7 @@ its kernel, one entry here and its config file.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
@@ -50,9 +50,9 @@ Merged = TaskVector | list[TaskVector]  # one direction, or one per task (task i
 class Method:
     merge: Callable[[MergeInputs, dict], Merged]  # (inputs, knob values) -> direction(s); θ = θ0 + λ·direction
     paper: str
-    knobs: dict[str, str] = field(default_factory=dict)  # knob -> allowed interval, e.g. "(0, 1]"
-    # settings that are not searched -> their declarations (music.settings)
-    options: dict[str, str] = field(default_factory=dict)
+    knobs: dict[str, str] = field(default_factory=dict)  # knob -> the interval its grid's values lie in, e.g. "(0, 1]"
+    # settings that are not searched -> their types (music.settings), e.g. Annotated[int, "[1, 1000]"]
+    options: dict[str, Any] = field(default_factory=dict)
     # estimated per task before merging, by name (merging.gather.STATISTICS): "fisher", "grams", "entropy"
     statistics: str | None = None
     data: str = "none"
@@ -92,7 +92,12 @@ def per_task(kernel: Callable[[MergeInputs, dict], Tensor]) -> Callable[[MergeIn
 
 
 DARE_BASES = ("task_arithmetic", "ties")
-ADAMERGING_OPTIONS = {"steps": "int [1, 100000]", "lr": "(0, 10]", "prior": "[0, 1]", "batch_size": "int [1, 100000]"}
+ADAMERGING_OPTIONS = {
+    "steps": Annotated[int, "[1, 100000]"],
+    "lr": Annotated[float, "(0, 10]"],
+    "prior": Annotated[float, "[0, 1]"],
+    "batch_size": Annotated[int, "[1, 100000]"],
+}
 
 
 def _trimmed(tau: Tensor, knobs: dict) -> Tensor:
@@ -158,7 +163,7 @@ METHODS: dict[str, Method] = {
         ),
         "Wang et al., ICML 2024 (Consensus TA)",
         knobs={"mask_lambda": "[0, 10]"},
-        options={"k": "int [1, 1000]"},
+        options={"k": Annotated[int, "[1, 1000]"]},
     ),
     "tall_masks": Method(
         per_task(lambda inputs, knobs: masks.tall_task_vectors(inputs.tau, knobs["mask_lambda"])),

@@ -1,12 +1,23 @@
 """Task negation (Ilharco et al., ICLR 2023): θ0 − λ·τ_target forgets the target classes."""
 
 import logging
+from dataclasses import dataclass
+from typing import Annotated
 
 from music.experiment import Run
 from music.merging.gather import task_vectors
 from music.merging.models import MergedModels
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NegationSettings:
+    """`negation` in configs/experiment/negation.yaml (music.settings; the target's classes are checked against the
+    dataset's)."""
+
+    target: list[int]
+    control_floor: Annotated[float, "(0, 1]"] = 0.95  # of θ0's validation accuracy on the other classes, kept
 
 
 def negation(run: Run) -> dict:

@@ -4,6 +4,8 @@ Every knob is picked on validation data; the test set is only reported (the whol
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from omegaconf import OmegaConf
 
@@ -15,8 +17,22 @@ from music.merging.methods import METHODS, MergeInputs, knob_names
 from music.merging.models import MergedModels
 from music.merging.search import search
 from music.merging.task_vector import stack
+from music.settings import Positive
 
 log = logging.getLogger(__name__)
+
+Finite = Annotated[float, "(-inf, inf)"]
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """What every configs/merge/<method>.yaml has (music.settings); a method's own knobs and options are declared in
+    its table entry (merging/methods.py), its name and the cross-group rules in config.py."""
+
+    lambdas: list[Finite]  # the λ grid, searched on validation (non-empty)
+    include_head: bool = True
+    num_samples: Positive = 256  # unlabeled training images per task for statistics and BatchNorm re-estimation
+    batchnorm: Literal["recompute", "merge"] = "recompute"
 
 
 def diagnostics(tau, kept=None) -> dict:

@@ -1,7 +1,7 @@
 """Classifier networks. The contract every network keeps (`Network`): a feature extractor `features` and one linear
 `head` on its output, so heads can be swapped, aligned or kept per task; built as `Net(num_classes, input_shape,
 **architecture)`, the first two from the dataset's declaration (music.data.sources), the rest from `model.net`, each
-checked before any work against the class's `SETTINGS` (music.settings).
+checked before any work against its type in the constructor's signature (`Positive`: an integer ≥ 1; music.settings).
 
 A new architecture is one subclass here (or anywhere importable) plus one configs/model/<name>.yaml.
 """
@@ -10,6 +10,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from music.settings import Positive
 
 
 class Network(nn.Module):
@@ -23,9 +25,8 @@ class Network(nn.Module):
 
 
 class MLP(Network):
-    SETTINGS = {"hidden": "list int [1, inf)"}  # widths of the hidden layers ([]: a linear model)
-
-    def __init__(self, num_classes: int, input_shape: list[int], hidden: list[int] = (256, 256)):
+    # hidden: widths of the hidden layers ([]: a linear model)
+    def __init__(self, num_classes: int, input_shape: list[int], hidden: list[Positive] = (256, 256)):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
@@ -40,14 +41,12 @@ class CNN(Network):
     """Conv blocks (3×3 conv, optional BatchNorm, ReLU, 2×2 max-pool) and a hidden linear layer (about 0.4M parameters
     on 28×28 inputs with the defaults)."""
 
-    SETTINGS = {"channels": "list int [1, inf)", "hidden": "int [1, inf)", "batchnorm": "bool"}
-
     def __init__(
         self,
         num_classes: int,
         input_shape: list[int],
-        channels: list[int] = (32, 64),
-        hidden: int = 128,
+        channels: list[Positive] = (32, 64),
+        hidden: Positive = 128,
         batchnorm: bool = False,
     ):
         super().__init__()
@@ -71,9 +70,7 @@ class ResNet18(Network):
     literature): a 3×3 stride-1 stem without max-pool, four stages of two torchvision BasicBlocks with `width`, 2·,
     4· and 8·`width` channels (64: the usual 11M parameters), global average pooling."""
 
-    SETTINGS = {"width": "int [1, inf)"}
-
-    def __init__(self, num_classes: int, input_shape: list[int], width: int = 64):
+    def __init__(self, num_classes: int, input_shape: list[int], width: Positive = 64):
         super().__init__()
         from torchvision.models.resnet import BasicBlock, conv1x1
 
@@ -98,23 +95,15 @@ class ViT(Network):
     """A small Vision Transformer: torchvision's VisionTransformer (class token, pre-norm encoder) on `patch`×`patch`
     patches of the dataset's images, its own head replaced by this contract's `head` on the class token."""
 
-    SETTINGS = {
-        "patch": "int [1, inf)",
-        "layers": "int [1, inf)",
-        "heads": "int [1, inf)",
-        "dim": "int [1, inf)",
-        "mlp_dim": "int [1, inf)",
-    }
-
     def __init__(
         self,
         num_classes: int,
         input_shape: list[int],
-        patch: int = 4,
-        layers: int = 4,
-        heads: int = 4,
-        dim: int = 128,
-        mlp_dim: int = 256,
+        patch: Positive = 4,
+        layers: Positive = 4,
+        heads: Positive = 4,
+        dim: Positive = 128,
+        mlp_dim: Positive = 256,
     ):
         super().__init__()
         from torchvision.models import VisionTransformer
