@@ -1,7 +1,9 @@
 """Shared fixtures: small datasets written in their real on-disk formats (MNIST's IDX files, CIFAR's pickled batches,
 SVHN's .mat files, in torchvision's layouts), real Fashion-MNIST, composed configs."""
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -9,11 +11,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from music.data.idx import write_idx
-
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def write_idx(path: str | Path, array: torch.Tensor) -> None:
+    """A uint8 tensor as an IDX file, the MNIST family's format (gzipped when the name ends in .gz)."""
+    path = Path(path)
+    array = array.to(torch.uint8).contiguous()
+    payload = struct.pack(f">BBBB{array.dim()}I", 0, 0, 0x08, array.dim(), *array.shape) + array.numpy().tobytes()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(payload)
 
 
 def synthetic_images(labels: torch.Tensor, seed: int) -> torch.Tensor:

@@ -3,8 +3,9 @@ import gzip
 import pytest
 import torch
 
+from conftest import write_idx
 from music.data import load_dataset
-from music.data.idx import read_idx, write_idx
+from music.data.idx import read_idx
 from music.errors import DataError
 
 

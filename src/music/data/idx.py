@@ -1,4 +1,5 @@
-"""Read and write IDX files (the MNIST family's format), plain or gzipped, with clear errors."""
+"""Read IDX files (the MNIST family's format), plain or gzipped, with clear errors. (The tests write them:
+tests/conftest.py's write_idx.)"""
 
 import gzip
 import math
@@ -32,14 +33,3 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(raw) != expected:
         raise DataError(f"{path}: {len(raw)} bytes where its header {list(dims)} says {expected} (truncated?)")
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
-
-
-def write_idx(path: str | Path, array: torch.Tensor) -> None:
-    """Write a uint8 tensor as an IDX file (gzipped when the name ends in .gz)."""
-    path = Path(path)
-    array = array.to(torch.uint8).contiguous()
-    payload = struct.pack(f">BBBB{array.dim()}I", 0, 0, _UBYTE, array.dim(), *array.shape)
-    payload += array.numpy().tobytes()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(payload)
