@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from music.atomic import atomic_path, stale_temporaries
-from music.tracking import CONSOLE
+from music.console import CONSOLE
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from music.console import CONSOLE
 from music.errors import Diverged
 from music.experiment.context import Context, stage_seed
 from music.instantiation import instantiate_checked
-from music.tracking import CONSOLE
 
 log = logging.getLogger(__name__)
 

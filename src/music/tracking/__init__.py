@@ -1,7 +1,6 @@
 """Loggers from config, W&B kept inside the run folder and always closed, and the run's metrics.json."""
 
 import json
-import logging
 import math
 import os
 import sys
@@ -16,17 +15,6 @@ from music.errors import ConfigError
 
 if TYPE_CHECKING:  # a run with logger=none never imports Lightning
     from lightning.pytorch.loggers import Logger
-
-
-CONSOLE = "console"  # a log record's `extra` flag: False keeps the line out of the console (the log file gets it)
-
-
-class ConsoleFilter(logging.Filter):
-    """The console handler's filter (configs/hydra/default.yaml): drops records logged with extra={CONSOLE: False},
-    such as a stage's "training …" line when its progress bar already says it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(record, CONSOLE, True)
 
 
 def summary_lines(metrics: dict, output_dir: Path) -> list[str]:
