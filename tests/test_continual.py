@@ -13,6 +13,10 @@ from torch import nn
 import music.continual.ewc as ewc_module
 from music.continual import MEMORY, ContinualMethod
 from music.continual.agem import AGEM, project
+from music.continual.buffer import StreamBuffer
+from music.continual.der import DER
+from music.continual.derpp import DERpp
+from music.continual.er_ace import ERACE, asymmetric_logits
 from music.continual.ewc import EWC, ewc_penalty
 from music.continual.lwf import LwF, distillation
 from music.continual.replay import Replay, reservoir, shares
@@ -258,7 +262,10 @@ def test_lwf_distils_only_from_the_previous_stage_on_seen_classes():
 # ---------- configs
 
 
-@pytest.mark.parametrize("name", ["ewc", "lwf", "replay", "agem"])
+CONFIG_MEMORY = {"der": "images with logits", "derpp": "images with labels and logits", "er_ace": "images with labels"}
+
+
+@pytest.mark.parametrize("name", ["ewc", "lwf", "replay", "agem", "der", "derpp", "er_ace"])
 def test_configs_instantiate_with_a_comment_first(name):
     path = CONFIGS / f"{name}.yaml"
     assert path.read_text().startswith("# ")
@@ -320,3 +327,129 @@ def test_carried_optimizer_state_counts_every_stage_and_is_cached_apart(tmp_path
     )  # stage 0: the same weights
     second = next(e for e in fresh_stages if e is not first)
     assert not all(torch.equal(second[k], weights[1][k]) for k in second)  # stage 1 moved differently
+
+
+# ---------- DER, DER++, ER-ACE (a memory filled step by step)
+
+
+def filled(method, images, labels, logits):
+    """`method`'s memory holding exactly these examples (capacity = their count), as training would leave it."""
+    method.buffer.add(images=images, labels=labels, logits=logits)
+    assert len(method.buffer) == len(images)
+    return method
+
+
+def test_der_adds_alpha_times_the_mse_to_the_logits_remembered():
+    net = tiny_net()
+    images, labels = tagged(torch.arange(6), torch.tensor([0, 1, 2, 3, 0, 1]))
+    remembered = torch.randn(6, 4, generator=gen(1))
+    der = DER(memory_size=6, alpha=0.3, minibatch_size=6)
+    der.buffer.add(images=images, logits=remembered)
+    x, y = tagged(torch.arange(100, 104), torch.tensor([2, 2, 3, 3]))
+    with torch.no_grad():
+        by_hand = 0.3 * (net(images) - remembered).square().mean()  # the whole memory: a draw of 6 from 6, any order
+        penalty = der.penalty(net, x, y, net(x))
+    assert float(penalty) == pytest.approx(float(by_hand), rel=1e-6)
+    assert len(der.buffer) == 6 and der.buffer.seen == 10  # the batch was offered to the reservoir after the draw
+
+
+def test_der_remembers_the_logits_of_the_step_an_image_was_seen():
+    der = DER(memory_size=4)
+    x, y = tagged(torch.arange(4), torch.zeros(4))
+    logits = torch.randn(4, 4, generator=gen(2))
+    assert der.penalty(tiny_net(), x, y, logits) == 0.0  # nothing remembered yet
+    order = der.buffer.fields["images"][:, 0, 0, 0].long()
+    assert torch.equal(der.buffer.fields["logits"], logits[order])
+
+
+def test_derpp_draws_a_second_batch_for_its_cross_entropy(monkeypatch):
+    net = tiny_net()
+    images, labels = tagged(torch.arange(10), torch.arange(10) % 4)
+    logits = torch.randn(10, 4, generator=gen(3))
+    derpp = DERpp(memory_size=10, alpha=0.2, beta=0.5, minibatch_size=3)
+    derpp.buffer.add(images=images, labels=labels, logits=logits)
+    draws = []
+    original = derpp.buffer.draw
+    monkeypatch.setattr(derpp.buffer, "draw", lambda count: draws.append(original(count)) or draws[-1])
+    x, y = tagged(torch.arange(50, 53), torch.tensor([1, 2, 3]))
+    with torch.no_grad():
+        penalty = derpp.penalty(net, x, y, net(x))
+        first, second = draws
+        by_hand = 0.2 * (net(first["images"]) - first["logits"]).square().mean()
+        by_hand += 0.5 * torch.nn.functional.cross_entropy(net(second["images"]), second["labels"])
+    assert len(draws) == 2 and not torch.equal(first["images"], second["images"])  # two independent draws
+    assert float(penalty) == pytest.approx(float(by_hand), rel=1e-6)
+
+
+def test_er_ace_masks_the_old_classes_of_the_incoming_batch_from_the_second_stage():
+    logits = torch.randn(4, 6, generator=gen(4))
+    y = torch.tensor([2, 3, 3, 2])
+    ace = ERACE(memory_size=10)
+    ace.begin_stage(0, tiny_net())
+    first = ace.task_loss(logits, torch.tensor([0, 1, 1, 0]))
+    assert float(first) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1, 0]))))
+    ace.begin_stage(1, tiny_net())
+    # seen {0,1,2,3}: classes 2, 3 (present) and 3.. (from the largest seen up) compete; 0 and 1 are masked out
+    by_hand = torch.nn.functional.cross_entropy(logits[:, 2:], y - 2)
+    assert float(ace.task_loss(logits, y)) == pytest.approx(float(by_hand), rel=1e-5)
+    assert asymmetric_logits(logits, torch.tensor([4]), 3)[:, [0, 1, 2]].eq(-1e9).all()  # 3, 4, 5 kept
+
+
+def test_er_ace_replays_plain_cross_entropy_from_the_second_stage_on():
+    net = tiny_net()
+    ace = ERACE(memory_size=8)
+    ace.begin_stage(0, net)
+    x, y = tagged(torch.arange(8), torch.tensor([0, 1] * 4))
+    assert ace.penalty(net, x, y, net(x)) == 0.0 and len(ace.buffer) == 8  # stage 0: remembered, not replayed
+    ace.begin_stage(1, net)
+    with torch.no_grad():
+        penalty = ace.penalty(net, *tagged(torch.arange(20, 28), torch.tensor([2, 3] * 4)), None)
+        by_hand = torch.nn.functional.cross_entropy(net(x), y)  # the whole memory, 8 of 8
+    assert float(penalty) == pytest.approx(float(by_hand), rel=1e-6)
+
+
+def test_stream_buffer_keeps_capacity_and_continues_the_same_after_state_and_load():
+    a = StreamBuffer(capacity=50, seed=7)
+    for start in range(0, 400, 20):
+        a.add(images=torch.arange(start, start + 20).float()[:, None])
+    assert (
+        len(a) == 50
+        and a.seen == 400
+        and sorted(a.positions.tolist()) == sorted(a.fields["images"][:, 0].long().tolist())
+    )
+    b = StreamBuffer(capacity=50)
+    b.load(a.state())
+    for buffer in (a, b):
+        buffer.add(images=torch.arange(400, 420).float()[:, None])
+    assert torch.equal(a.fields["images"], b.fields["images"]) and torch.equal(a.draw(5)["images"], b.draw(5)["images"])
+
+
+def test_stream_buffer_keeps_each_example_with_probability_capacity_over_seen():
+    hits = torch.zeros(100)
+    for seed in range(300):
+        buffer = StreamBuffer(capacity=10, seed=seed)
+        for start in range(0, 100, 25):
+            buffer.add(ids=torch.arange(start, start + 25))
+        hits[buffer.fields["ids"]] += 1
+    assert (hits / 300).mean() == pytest.approx(0.1) and ((hits / 300) - 0.1).abs().max() < 0.07
+
+
+@pytest.mark.parametrize("name", ["der", "derpp", "er_ace"])
+def test_a_cached_stage_hands_the_method_the_memory_training_left(tmp_path, mnist_dir, name):
+    """The memory is filled step by step, which a cached stage cannot replay: its entry carries the method's state, so
+    a run whose stages all come from the cache ends exactly as the run that trained them, and as one without a cache."""
+    from conftest import FAST, make_cfg
+    from music.run import run
+
+    common = [
+        f"experiment={name}",
+        *FAST,
+        "tasks=[[0,1],[2,3],[4,5]]",
+        "data.batch_size=32",
+        "continual.memory_size=40",
+    ]
+    trained = run(make_cfg(tmp_path / "a", mnist_dir, *common, cache_dir=tmp_path / "cache"))
+    cached = run(make_cfg(tmp_path / "b", mnist_dir, *common, cache_dir=tmp_path / "cache"))
+    uncached = run(make_cfg(tmp_path / "c", mnist_dir, *common, "cache.enabled=false"))
+    assert trained == cached | {"overrides": trained["overrides"]} and trained["acc_matrix"] == uncached["acc_matrix"]
+    assert trained["continual/kept"] == 40 and trained["continual/memory"] == CONFIG_MEMORY[name]

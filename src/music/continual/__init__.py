@@ -8,16 +8,20 @@ before any work.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-MEMORY = ("nothing", "a model", "images with labels")  # what a method keeps between stages: the report's label
+# what a method keeps between stages: the report's label
+MEMORY = ("nothing", "a model", "images with labels", "images with logits", "images with labels and logits")
 
 
 class ContinualMethod:
     """The hooks, in the order they run: `begin_stage` before stage i trains; per training batch `batch` (may add
     samples) and `penalty` (an extra loss term); `before_optimizer_step` (may change the gradients); `end_stage`
-    after stage i trained (state kept for the next stages). State must be rebuilt by `end_stage` alone: a stage that
-    comes from the cache is not trained, but its hooks `begin_stage` and `end_stage` still run."""
+    after stage i trained (state kept for the next stages). A stage that comes from the cache is not trained, but its
+    hooks `begin_stage` and `end_stage` still run: state is rebuilt by `end_stage`, or — what only training sees, such
+    as DER's logits recorded at each step — exported by `state` into the stage's cache entry and handed back by
+    `load_state` (after a trained stage too, so both paths continue from the same state)."""
 
     memory = "nothing"
 
@@ -28,6 +32,11 @@ class ContinualMethod:
         """The training batch the loss sees (replay appends remembered samples)."""
         return x, y
 
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The loss of the training batch, its logits already restricted to the classes each sample is scored over
+        (the head protocol): cross-entropy, which ER-ACE masks to the batch's own classes."""
+        return F.cross_entropy(logits, y)
+
     def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
         """An extra term added to the cross-entropy of the batch (EWC's quadratic penalty, LwF's distillation)."""
         return 0.0
@@ -37,6 +46,13 @@ class ContinualMethod:
 
     def end_stage(self, stage: int, net: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> None:
         """Stage `stage` ended with `net`, trained on (images, labels): keep what later stages need."""
+
+    def state(self) -> dict[str, Tensor]:
+        """What training left that `end_stage` cannot rebuild from the stage's data (stored in the stage's cache entry)."""
+        return {}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Continue from `state` (what `state` exported at the end of this stage's training)."""
 
     def kept(self) -> int:
         """How much it keeps between stages: images, parameters or 0 (metrics.json's `continual/kept`)."""

@@ -26,6 +26,7 @@ from music.settings import Positive
 log = logging.getLogger(__name__)
 
 State = dict[str, torch.Tensor]
+METHOD_PREFIX = "continual/"  # a continual method's state in a stage's cache entry
 # Trainer settings that change what training produces (logging, progress bars and the like do not)
 TRAINER_KEYS = (
     "precision",
@@ -183,22 +184,25 @@ class Artifacts:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
         when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
         `optimizer_state` (a previous stage's; {} at the first stage) the optimizer starts from it, and the entry also
-        holds the state it ended with (music.models.optimizer_state.split tells them apart)."""
+        holds the state it ended with (music.models.optimizer_state.split tells them apart). A continual method's
+        `state` (what only training sees) is kept in the entry too and handed back to it, cached or not."""
         finetune = self.ctx.cfg.finetune
 
         def build():
             module = self.training.fit(
                 self.model(start), train_idx, stage, finetune, continual=continual, optimizer_state=optimizer_state
             )
-            carried = (
-                optimizer_states.flatten(module.trainer.optimizers[0].state_dict())
-                if optimizer_state is not None
-                else {}
-            )
-            return plain_state(module.net) | carried
+            optimizer = module.trainer.optimizers[0].state_dict()
+            carried = optimizer_states.flatten(optimizer) if optimizer_state is not None else {}
+            method = {f"{METHOD_PREFIX}{k}": v for k, v in continual.state().items()} if continual is not None else {}
+            return plain_state(module.net) | carried | method
 
         material = training_material(self.ctx.cfg, self.theta0_material, data)
-        return self.cache.get_or_build(name, material, build, label=stage)
+        entry = self.cache.get_or_build(name, material, build, label=stage)
+        method = {k.removeprefix(METHOD_PREFIX): v for k, v in entry.items() if k.startswith(METHOD_PREFIX)}
+        if method:
+            continual.load_state(method)
+        return {k: v for k, v in entry.items() if not k.startswith(METHOD_PREFIX)}
 
     def finetuned(self, task: list[int]) -> State:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of

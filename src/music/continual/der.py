@@ -1,0 +1,60 @@
+"""Dark Experience Replay, DER (Buzzega et al., NeurIPS 2020, "Dark Experience for General Continual Learning").
+
+A reservoir memory of the training images with the network's logits on them *at the step they were seen* (sampled
+along the optimisation trajectory); each step adds alpha · MSE(net(memory images), memory logits) on a memory batch.
+
+As the authors' code (aimagelab/mammoth, models/der.py, read at HEAD): the memory batch is drawn before the step's
+examples are offered to the reservoir (utils/buffer.py: every example, algorithm R; a draw takes min(size, held)
+without replacement); the logits stored are the raw outputs of the training forward pass (`outputs.data`); the
+memory batch has `minibatch_size` images (null: the training batch's size, as their best args set it). Defaults are
+their seq-CIFAR-10 best args (utils/best_args.py): alpha 0.3 at every buffer size; memory 500. Without augmentation
+here, the stored images are the ones trained on (Mammoth stores the un-augmented ones and augments its draws).
+"""
+
+from typing import Annotated
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from music.continual import ContinualMethod
+from music.continual.buffer import StreamBuffer
+from music.settings import Positive
+
+
+class DER(ContinualMethod):
+    """DER: keeps up to `memory_size` training images with the logits recorded when they were seen."""
+
+    memory = "images with logits"
+
+    def __init__(
+        self,
+        memory_size: Positive = 500,
+        alpha: Annotated[float, "[0, inf)"] = 0.3,
+        minibatch_size: Positive | None = None,
+    ):
+        self.memory_size, self.alpha, self.minibatch_size = int(memory_size), float(alpha), minibatch_size
+        self.buffer = StreamBuffer(self.memory_size)
+
+    def begin_stage(self, stage: int, net: nn.Module) -> None:
+        if stage == 0:  # a new sequence: an empty memory
+            self.buffer = StreamBuffer(self.memory_size)
+
+    def memory_batch(self, size: int, device) -> dict[str, Tensor]:
+        return {k: v.to(device) for k, v in self.buffer.draw(self.minibatch_size or size).items()}
+
+    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+        loss = 0.0
+        if len(self.buffer):
+            drawn = self.memory_batch(len(x), x.device)
+            loss = self.alpha * F.mse_loss(net(drawn["images"]), drawn["logits"])
+        self.buffer.add(images=x, logits=logits)
+        return loss
+
+    def state(self) -> dict[str, Tensor]:
+        return self.buffer.state()
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.buffer.load(state)
+
+    def kept(self) -> int:
+        return len(self.buffer)
