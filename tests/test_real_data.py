@@ -158,3 +158,11 @@ def test_class_incremental_from_scratch_replay_of_500_images_remembers(
     )
     assert replay["test/acc"] >= naive_from_scratch["test/acc"] + 0.3
     assert replay["continual/memory"] == "images with labels" and replay["continual/kept"] == 500
+
+
+@pytest.mark.parametrize("name", ["derpp", "er_ace"])
+def test_class_incremental_from_scratch_a_memory_filled_step_by_step_remembers(
+    tmp_path, fashion_dir, cache, naive_from_scratch, name
+):
+    metrics = run_fashion(tmp_path, fashion_dir, cache, "sweep=class_incremental", f"experiment={name}")
+    assert metrics["test/acc"] >= naive_from_scratch["test/acc"] + 0.3 and metrics["continual/kept"] == 500
