@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from music.align.step import AlignSettings
+from music.data.augment import AugmentSettings
 from music.data.sources import dataset_spec
 from music.data.split import Split
 from music.errors import ConfigError, DataError
@@ -177,6 +178,7 @@ def validate(cfg: DictConfig, strategies) -> None:
     check_group("pretrain", cfg.pretrain, PretrainSettings)
     _check_pretrain_split(cfg, classes)
     check_group("finetune", cfg.finetune, FinetuneSettings)
+    check_group("augment", cfg.augment, AugmentSettings)
     _check_checkpoint(cfg.pretrain.get("checkpoint"), net)
     for stage in ("pretrain", "finetune"):
         _check_optimization(stage, cfg[stage])

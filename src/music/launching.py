@@ -47,12 +47,13 @@ def run_group(fallback: str) -> str:
 
 
 def register_resolvers() -> None:
-    from music.data.sources import one_task_per_class
+    from music.data.sources import dataset_augment, one_task_per_class
 
     for name, resolver in (
         ("music.pool_size", pool_size),
         ("music.run_group", run_group),
         ("music.one_task_per_class", one_task_per_class),
+        ("music.dataset_augment", dataset_augment),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -7,6 +7,8 @@ their types and intervals in its constructor's signature (`Annotated[float, "(0,
 before any work.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,6 +26,9 @@ class ContinualMethod:
     `load_state` (after a trained stage too, so both paths continue from the same state)."""
 
     memory = "nothing"
+    # the training batches' augmentation (music.data.augment), set by training: a memory batch drawn for a loss term
+    # is augmented as the batch is (Mammoth augments its draws); the identity when nothing augments
+    augment: Callable[[Tensor], Tensor] = staticmethod(lambda x: x)
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
         """Stage `stage` is about to train `net` (the previous stage's model, or θ0)."""
@@ -37,8 +42,11 @@ class ContinualMethod:
         (the head protocol): cross-entropy, which ER-ACE masks to the batch's own classes."""
         return F.cross_entropy(logits, y)
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
-        """An extra term added to the cross-entropy of the batch (EWC's quadratic penalty, LwF's distillation)."""
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
+        """An extra term added to the batch's loss (EWC's quadratic penalty, LwF's distillation); `x` is the batch the
+        network saw (augmented), `logits` its outputs, `raw` the batch before augmentation (what a memory keeps)."""
         return 0.0
 
     def before_optimizer_step(self, net: nn.Module) -> None:

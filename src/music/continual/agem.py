@@ -75,7 +75,7 @@ class AGEM(ContinualMethod):
         device = params[0].device
         x, y = self.reference_batch()
         with torch.enable_grad():
-            loss = F.cross_entropy(net(x.to(device, params[0].dtype)), y.to(device))
+            loss = F.cross_entropy(net(self.augment(x.to(device, params[0].dtype))), y.to(device))
             ref = torch.autograd.grad(loss, params, allow_unused=True)
         g_ref = torch.cat([(r if r is not None else torch.zeros_like(p)).reshape(-1) for r, p in zip(ref, params)])
         g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])

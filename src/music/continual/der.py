@@ -7,8 +7,8 @@ As the authors' code (aimagelab/mammoth, models/der.py, read at HEAD): the memor
 examples are offered to the reservoir (utils/buffer.py: every example, algorithm R; a draw takes min(size, held)
 without replacement); the logits stored are the raw outputs of the training forward pass (`outputs.data`); the
 memory batch has `minibatch_size` images (null: the training batch's size, as their best args set it). Defaults are
-their seq-CIFAR-10 best args (utils/best_args.py): alpha 0.3 at every buffer size; memory 500. Without augmentation
-here, the stored images are the ones trained on (Mammoth stores the un-augmented ones and augments its draws).
+their seq-CIFAR-10 best args (utils/best_args.py): alpha 0.3 at every buffer size; memory 500. As theirs, the memory
+keeps the images before augmentation (with the logits of the augmented batch) and augments what it draws.
 """
 
 from typing import Annotated
@@ -40,14 +40,18 @@ class DER(ContinualMethod):
             self.buffer = StreamBuffer(self.memory_size)
 
     def memory_batch(self, size: int, device) -> dict[str, Tensor]:
-        return {k: v.to(device) for k, v in self.buffer.draw(self.minibatch_size or size).items()}
+        """A draw from the memory on `device`, its images augmented as the training batch is."""
+        drawn = {k: v.to(device) for k, v in self.buffer.draw(self.minibatch_size or size).items()}
+        return drawn | {"images": self.augment(drawn["images"])}
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
         loss = 0.0
         if len(self.buffer):
             drawn = self.memory_batch(len(x), x.device)
             loss = self.alpha * F.mse_loss(net(drawn["images"]), drawn["logits"])
-        self.buffer.add(images=x, logits=logits)
+        self.buffer.add(images=x if raw is None else raw, logits=logits)  # the image as it was, the logits as seen
         return loss
 
     def state(self) -> dict[str, Tensor]:

@@ -31,11 +31,13 @@ class DERpp(DER):
         super().__init__(memory_size, alpha, minibatch_size)
         self.beta = float(beta)
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
         loss = 0.0
         if len(self.buffer):
             logit_batch, label_batch = self.memory_batch(len(x), x.device), self.memory_batch(len(x), x.device)
             loss = self.alpha * F.mse_loss(net(logit_batch["images"]), logit_batch["logits"])
             loss = loss + self.beta * F.cross_entropy(net(label_batch["images"]), label_batch["labels"])
-        self.buffer.add(images=x, labels=y, logits=logits)
+        self.buffer.add(images=x if raw is None else raw, labels=y, logits=logits)
         return loss

@@ -51,12 +51,14 @@ class ERACE(ContinualMethod):
             logits = asymmetric_logits(logits, present, int(self.seen.max()))
         return F.cross_entropy(logits, y)
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
         loss = 0.0
         if self.stage > 0 and len(self.buffer):
             drawn = {k: v.to(x.device) for k, v in self.buffer.draw(self.minibatch_size or len(x)).items()}
-            loss = F.cross_entropy(net(drawn["images"]), drawn["labels"])
-        self.buffer.add(images=x, labels=y)
+            loss = F.cross_entropy(net(self.augment(drawn["images"])), drawn["labels"])
+        self.buffer.add(images=x if raw is None else raw, labels=y)  # kept as they were, augmented when drawn
         return loss
 
     def state(self) -> dict[str, Tensor]:

@@ -66,7 +66,9 @@ class EWC(ContinualMethod):
         if stage == 0:  # a new sequence: nothing from an earlier one counts
             self.anchors = self.fishers = None
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
         if self.fishers is None:
             return 0.0
         params = dict(net.named_parameters())

@@ -51,7 +51,9 @@ class LwF(ContinualMethod):
             return
         self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
 
-    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | float:
+    def penalty(
+        self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
+    ) -> Tensor | float:
         if self.teacher is None:
             return 0.0
         self.teacher.to(logits.device)  # no-op once it is there (Lightning moves the net after begin_stage)

@@ -120,6 +120,8 @@ class DatasetSpec:
     )  # torchvision's train / test constructor arguments
     system_copies: tuple[Path, ...] = ()  # copies a system package installs (Debian's dataset-fashion-mnist)
     title: str = ""  # its name in reports (metrics.json's dataset_title); "": the torchvision class's name
+    # its training augmentation under augment=dataset (music.data.augment): crop padding and flips
+    augment: tuple[int, bool] = (0, False)
 
     @property
     def name(self) -> str:
@@ -155,6 +157,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "python-pickled batches",
         "cifar-10-batches-py",
         title="CIFAR-10",
+        augment=(4, True),
     ),
     "cifar100": DatasetSpec(
         "CIFAR100",
@@ -167,6 +170,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "python-pickled batches",
         "cifar-100-python",
         title="CIFAR-100",
+        augment=(4, True),
     ),
     "svhn": DatasetSpec(
         "SVHN",
@@ -179,6 +183,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "MATLAB files",
         ".",
         ({"split": "train"}, {"split": "test"}),
+        augment=(4, False),  # crops, no flips: a flipped digit is another glyph
     ),
 }
 
@@ -189,6 +194,13 @@ def one_task_per_class(name: str) -> list[list[int]]:
     from omegaconf import OmegaConf  # a ListConfig, which OmegaConf.resolve (`--cfg job --resolve`) can put in place
 
     return OmegaConf.create([[c] for c in range(DATASETS[name].classes)] if name in DATASETS else [])
+
+
+def dataset_augment(name: str, key: str):
+    """Resolver for augment=dataset: the dataset's declared `crop_padding` or `flip` (an unknown dataset: none, and
+    validation names the dataset setting)."""
+    padding, flip = DATASETS[name].augment if name in DATASETS else (0, False)
+    return {"crop_padding": padding, "flip": flip}[key]
 
 
 def dataset_spec(name: str) -> DatasetSpec:

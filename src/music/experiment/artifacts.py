@@ -14,6 +14,7 @@ from torch import nn
 from music.cache import ArtifactCache
 from music.continual import ContinualMethod
 from music.data import dataset_spec
+from music.data.augment import AugmentSettings
 from music.data.split import SPLIT_VERSION
 from music.experiment.context import Context, stage_seed
 from music.experiment.training import Training, seed_everything, target_stop
@@ -88,6 +89,8 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "pretrain_split": _plain(cfg.data.pretrain),
         "batch_size": cfg.data.batch_size,
         "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
+        # on only: today's runs (no augmentation) keep their keys
+        **({"augment": _plain(cfg.augment)} if AugmentSettings(**cfg.augment).active else {}),
         # callbacks can change training (SWA, …); progress bars cannot
         "callbacks": {
             k: _plain(v) for k, v in callbacks if v and not str(v.get("_target_", "")).endswith("ProgressBar")

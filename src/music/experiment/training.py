@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.console import CONSOLE
+from music.data.augment import AugmentSettings, BatchAugment
 from music.errors import Diverged
 from music.experiment.context import Context, stage_seed
 from music.instantiation import instantiate_checked
@@ -88,6 +89,11 @@ class Training:
         ctx = self.ctx
         seed = stage_seed(ctx.cfg.seed, stage)
         seed_everything(seed)
+        settings = AugmentSettings(**ctx.cfg.augment)
+        augment_seed = stage_seed(ctx.cfg.seed, f"{stage}/augment")
+        augment = BatchAugment(settings, ctx.data.spec, augment_seed) if settings.active else None
+        if continual is not None and augment is not None:
+            continual.augment = augment
         module = Classifier(
             net,
             optimizer=instantiate(hparams.optimizer),
@@ -98,6 +104,7 @@ class Training:
             allowed=ctx.allowed if protocol else None,
             continual=continual,
             optimizer_state=optimizer_state,
+            augment=augment,
         )
         callbacks = self.callbacks() + list(extra_callbacks)
         bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default)

@@ -32,18 +32,19 @@ class Classifier(L.LightningModule):
         allowed: torch.Tensor | None = None,
         continual: "ContinualMethod | None" = None,
         optimizer_state: dict | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
         self.save_hyperparameters(
-            ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state"], logger=False
+            ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state", "augment"], logger=False
         )
         self.continual = continual  # a continual-learning method's hooks (music.continual), or None
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.optimizer_state = (
-            optimizer_state  # where the optimizer starts (a previous stage's, music.models.optimizer_state)
-        )
+        # where the optimizer starts (a previous stage's, music.models.optimizer_state)
+        self.optimizer_state = optimizer_state
+        self.augment = augment  # training batches only (music.data.augment); evaluation never augments
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
         # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
@@ -61,11 +62,12 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         if self.continual is not None:
-            x, y = self.continual.batch(x, y)
-        logits = self(x)
+            x, y = self.continual.batch(x, y)  # a replayed memory batch joins before augmentation: augmented with it
+        seen = x if self.augment is None else self.augment(x)
+        logits = self(seen)
         loss = (self.continual.task_loss if self.continual is not None else F.cross_entropy)(self._scored(logits, y), y)
         if self.continual is not None:
-            loss = loss + self.continual.penalty(self.net, x, y, logits)
+            loss = loss + self.continual.penalty(self.net, seen, y, logits, raw=x)
         # summed here and logged once per epoch: a self.log call per step costs ~15% of an MLP epoch
         self.train_loss_sum += loss.detach() * len(y)
         self.train_samples += len(y)
