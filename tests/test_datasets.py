@@ -163,3 +163,18 @@ def test_resnet_and_vit_run_end_to_end_on_cifar(tmp_path, tmp_path_factory, cifa
     else:  # λ = 0 is θ0 itself: its point on the curve is θ0's validation accuracy
         zero = [p for p in metrics["lambda_curve"] if p["lambda"] == 0]
         assert all(p["val/acc"] == metrics["theta0/val/acc"] for p in zero)
+
+
+@pytest.mark.parametrize(("name", "lr"), [("derpp", 0.03), ("replay", 0.1), ("merged", 0.1)])
+def test_the_mammoth_preset_composes_with_each_methods_rate_and_runs_a_stage(tmp_path, cifar10_dir, name, lr):
+    """sweep=seq_cifar10_mammoth on test-written CIFAR-10 files: SGD at the method's best-args rate, crop + flip, one
+    shared head, θ0 from scratch; one stage of one epoch here (the preset trains 5 × 50 on a GPU)."""
+    from conftest import make_cfg
+    from music.run import run
+
+    cfg = make_cfg(tmp_path, cifar10_dir, "sweep=seq_cifar10_mammoth", f"experiment={name}", "tasks=[[0,1]]",
+                   "finetune.epochs=1", "model.net.width=8")  # fmt: skip
+    assert cfg.finetune.optimizer._target_ == "torch.optim.SGD" and cfg.finetune.optimizer.lr == lr
+    assert (cfg.augment.crop_padding, cfg.augment.flip, cfg.data.batch_size, cfg.pretrain.train) == (4, True, 32, False)
+    metrics = run(cfg)
+    assert metrics["dataset"] == "cifar10" and 0.0 <= metrics["test/acc"] <= 1.0 and metrics["tasks"] == [[0, 1]]
