@@ -31,10 +31,10 @@ lint:  ## ruff: lint and format check (configured in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 
 test: lint  ## lint, then the default test tier (unit, integration, real data; a few minutes on 2 cores)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not gpu"
 
-test-all:  ## every test, slow ones included
-	$(PY) -m pytest
+test-all:  ## every test, slow ones included (not those that need a GPU)
+	$(PY) -m pytest -m "not gpu"
 
 train:  ## one job: make train ARGS="experiment=merged data=fashion_mnist ..."
 	$(PY) train.py $(ARGS)

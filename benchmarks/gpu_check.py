@@ -1,0 +1,110 @@
+"""The GPU check, one script for a lent GPU (about 8 minutes on one): the tests marked `gpu`, the epoch figures of
+`bench.py` (the default MLP, and ResNet-18 against a plain resident loop) on the device, and the seq-CIFAR-10 preset
+(sweep=seq_cifar10_mammoth) for naive fine-tuning, ER-500, DER++-500 and joint training on one seed — written as JSON.
+
+    python benchmarks/gpu_check.py [--device cuda|cpu] [--cifar-dir DIR] [--epochs 5] [--tiny] [--out FILE]
+
+Without `--cifar-dir` (a machine with no network has no CIFAR-10) the preset runs on CIFAR-10 files written here in
+their real format with synthetic images: the data path is exercised, the accuracies mean nothing (the JSON says
+which). `--tiny` is the same script at a budget a CPU affords in CI time (2 tasks, 1 epoch, a narrow ResNet).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' writer of CIFAR-10's files, for a machine without them
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+METHODS = ["sequential", "replay", "derpp", "merged"]  # naive, ER-500, DER++-500, joint
+
+
+def run(command: list[str], timeout: int) -> tuple[int, float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    return result.returncode, time.perf_counter() - start, (result.stdout + result.stderr)[-2000:]
+
+
+def gpu_tests(device: str) -> dict:
+    if device != "cuda":
+        return {"ran": False, "why": "no GPU: the tests marked gpu need one"}
+    code, seconds, tail = run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 600)
+    return {"ran": True, "passed": code == 0, "seconds": seconds, "tail": tail.splitlines()[-1:]}
+
+
+def epochs(device: torch.device, data_dir: str, tiny: bool) -> dict:
+    from bench import epoch_figures
+
+    resnet = ("model=resnet18", "augment=crop_flip") + (("model.net.width=8",) if tiny else ())
+    return {
+        "mlp_epoch": epoch_figures(data_dir, 1 if tiny else 5, device),
+        "resnet18_epoch": epoch_figures(data_dir, 1 if tiny else 3, device, resnet, 2 if tiny else None),
+    }
+
+
+def seq_cifar10(device: str, cifar_dir: str | None, epochs: int, tiny: bool, folder: Path) -> dict:
+    synthetic = cifar_dir is None
+    if synthetic:
+        from conftest import write_cifar_files
+
+        cifar_dir = str(
+            write_cifar_files(folder / "cifar", per_class_train=40 if tiny else 500, per_class_test=10 if tiny else 100)
+        )
+    overrides = [
+        f"data.data_dir={cifar_dir}",
+        "data.download=false",
+        f"finetune.epochs={epochs}",
+        "logger=none",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        f"paths.log_dir={folder / 'logs'}",
+        f"hydra.sweep.dir={folder / 'sweep'}",
+        "seed=0",
+        f"experiment={','.join(METHODS)}",
+    ]
+    if tiny:
+        overrides += ["tasks=[[0,1],[2,3]]", "model.net.width=8"]
+    command = [sys.executable, "train.py", "-m", "sweep=seq_cifar10_mammoth", *overrides]
+    code, seconds, tail = run(command, 3000)
+    found = {}
+    for path in (folder / "sweep").rglob("metrics.json"):
+        metrics = json.loads(path.read_text())
+        found[metrics["experiment"]] = {"test/acc": metrics["test/acc"], "forgetting": metrics.get("forgetting")}
+    return {
+        "data": "synthetic CIFAR-10 files (accuracies mean nothing)" if synthetic else cifar_dir,
+        "epochs_per_task": epochs,
+        "returncode": code,
+        "seconds": seconds,
+        "runs": found,
+        **({"tail": tail} if code else {}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST, for the epochs")
+    parser.add_argument("--cifar-dir", default=None, help="CIFAR-10 (torchvision's cifar-10-batches-py under it)")
+    parser.add_argument("--epochs", type=int, default=5, help="per task (the paper's protocol: 50)")
+    parser.add_argument("--tiny", action="store_true", help="a CPU's budget: 2 tasks, 1 epoch, ResNet width 8")
+    parser.add_argument("--out", default=str(ROOT / "logs" / "gpu_check" / "gpu_check.json"))
+    args = parser.parse_args()
+    epochs_per_task = 1 if args.tiny else args.epochs
+    result = {"device": args.device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    result["tests"] = gpu_tests(args.device)
+    result |= epochs(torch.device(args.device), args.data_dir, args.tiny)
+    with tempfile.TemporaryDirectory() as folder:
+        result["seq_cifar10"] = seq_cifar10(args.device, args.cifar_dir, epochs_per_task, args.tiny, Path(folder))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
