@@ -178,3 +178,17 @@ def test_the_mammoth_preset_composes_with_each_methods_rate_and_runs_a_stage(tmp
     assert (cfg.augment.crop_padding, cfg.augment.flip, cfg.data.batch_size, cfg.pretrain.train) == (4, True, 32, False)
     metrics = run(cfg)
     assert metrics["dataset"] == "cifar10" and 0.0 <= metrics["test/acc"] <= 1.0 and metrics["tasks"] == [[0, 1]]
+
+
+def test_channels_last_and_bf16_are_options_that_train_the_same_network(tmp_path, cifar10_dir):
+    """model.channels_last (NHWC memory order) changes where numbers sit, not what is computed; trainer.precision=
+    bf16-mixed (Lightning's autocast) trains in bfloat16. Off, the default, runs are as before (the golden figures)."""
+    from conftest import make_cfg
+    from music.run import run
+
+    common = ["data=cifar10", "model=resnet18", "model.net.width=8", "experiment=merged", "tasks=[[0,1]]", *FAST]
+    plain = run(make_cfg(tmp_path / "plain", cifar10_dir, *common))
+    nhwc = run(make_cfg(tmp_path / "nhwc", cifar10_dir, *common, "model.channels_last=true"))
+    assert abs(nhwc["test/acc"] - plain["test/acc"]) <= 0.02 and nhwc["theta0/key"] != plain["theta0/key"]
+    bf16 = run(make_cfg(tmp_path / "bf16", cifar10_dir, *common, "trainer.precision=bf16-mixed"))
+    assert 0.0 <= bf16["test/acc"] <= 1.0 and bf16["theta0/key"] != plain["theta0/key"]  # precision: in the cache key

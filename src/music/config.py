@@ -173,6 +173,7 @@ def validate(cfg: DictConfig, strategies) -> None:
     check_declared("data", cfg.data)
     _check_tasks(cfg, classes)
     _check_align(cfg)
+    check("model.channels_last", cfg.model.get("channels_last", False), bool)
     check_declared("model.net", cfg.model.net)
     net = build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
     check_group("pretrain", cfg.pretrain, PretrainSettings)

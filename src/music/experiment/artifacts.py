@@ -91,6 +91,7 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
         # on only: today's runs (no augmentation) keep their keys
         **({"augment": _plain(cfg.augment)} if AugmentSettings(**cfg.augment).active else {}),
+        **({"channels_last": True} if cfg.model.get("channels_last", False) else {}),  # other rounding: its own key
         # callbacks can change training (SWA, …); progress bars cannot
         "callbacks": {
             k: _plain(v) for k, v in callbacks if v and not str(v.get("_target_", "")).endswith("ProgressBar")

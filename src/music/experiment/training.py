@@ -94,6 +94,10 @@ class Training:
         augment = BatchAugment(settings, ctx.data.spec, augment_seed) if settings.active else None
         if continual is not None and augment is not None:
             continual.augment = augment
+        if ctx.cfg.model.get(
+            "channels_last", False
+        ):  # conv nets on a GPU: NHWC kernels (the weights here, batches below)
+            net = net.to(memory_format=torch.channels_last)
         module = Classifier(
             net,
             optimizer=instantiate(hparams.optimizer),
@@ -105,6 +109,7 @@ class Training:
             continual=continual,
             optimizer_state=optimizer_state,
             augment=augment,
+            channels_last=bool(ctx.cfg.model.get("channels_last", False)),
         )
         callbacks = self.callbacks() + list(extra_callbacks)
         bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default)

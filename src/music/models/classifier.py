@@ -33,6 +33,7 @@ class Classifier(L.LightningModule):
         continual: "ContinualMethod | None" = None,
         optimizer_state: dict | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
@@ -45,6 +46,7 @@ class Classifier(L.LightningModule):
         # where the optimizer starts (a previous stage's, music.models.optimizer_state)
         self.optimizer_state = optimizer_state
         self.augment = augment  # training batches only (music.data.augment); evaluation never augments
+        self.channels_last = channels_last  # batches in NHWC memory order, as the net's weights (model.channels_last)
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
         # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
@@ -53,7 +55,7 @@ class Classifier(L.LightningModule):
         self.confusion = nn.ModuleDict({split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
     def _scored(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """`logits` over the classes each sample is scored over under the head protocol."""
