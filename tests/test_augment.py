@@ -64,7 +64,7 @@ def test_a_memory_keeps_images_as_they_were_and_augments_what_it_draws():
     raw = torch.arange(16.0).view(4, 1, 2, 2)
     der.penalty(net, der.augment(raw), torch.zeros(4, dtype=torch.long), torch.zeros(4, 2), raw=raw)
     assert sorted(der.buffer.fields["images"].flatten().tolist()) == raw.flatten().tolist()
-    assert der.memory_batch(4, "cpu")["images"].min() >= 100.0
+    assert der.buffer.draw(4, "cpu", der.augment)["images"].min() >= 100.0
 
 
 def test_a_crop_run_on_real_fashion_mnist_trains_and_evaluates_unaugmented(tmp_path, fashion_dir, monkeypatch):

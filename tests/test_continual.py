@@ -370,7 +370,7 @@ def test_derpp_draws_a_second_batch_for_its_cross_entropy(monkeypatch):
     derpp.buffer.add(images=images, labels=labels, logits=logits)
     draws = []
     original = derpp.buffer.draw
-    monkeypatch.setattr(derpp.buffer, "draw", lambda count: draws.append(original(count)) or draws[-1])
+    monkeypatch.setattr(derpp.buffer, "draw", lambda *args: draws.append(original(*args)) or draws[-1])
     x, y = tagged(torch.arange(50, 53), torch.tensor([1, 2, 3]))
     with torch.no_grad():
         penalty = derpp.penalty(net, x, y, net(x))

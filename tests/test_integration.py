@@ -227,19 +227,18 @@ def test_a_run_whose_models_come_from_the_cache_never_imports_lightning(tmp_path
     assert outputs == ["lightning imported: True", "lightning imported: False"]
 
 
-def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_dir):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home")}
+def wandb_run(tmp_path, mnist_dir, **env) -> tuple[subprocess.CompletedProcess, Path]:
+    """A two-stage sequential run with the default W&B logger, the user's W&B settings cleared (a fresh HOME), plus
+    `env`; the result and the run folder."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path / "home")}
     run_dir = tmp_path / "run"
-    result = train_cli(
-        tmp_path,
-        "experiment=sequential",
-        "tasks=[[1],[2]]",
-        f"data.data_dir={mnist_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.run.dir={run_dir}",
-        *FAST,
-        env=env,
-    )
+    overrides = ["experiment=sequential", "tasks=[[1],[2]]", f"data.data_dir={mnist_dir}"]
+    overrides += [f"paths.log_dir={tmp_path / 'logs'}", f"hydra.run.dir={run_dir}", *FAST]
+    return train_cli(tmp_path, *overrides, env=clean | env), run_dir
+
+
+def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_dir):
+    result, run_dir = wandb_run(tmp_path, mnist_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     [offline_run] = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline_run.glob("run-*.wandb"))
@@ -253,21 +252,7 @@ def test_wandb_offline_run_leaves_its_files_in_the_run_folder(tmp_path, mnist_di
 
 def test_wandb_online_without_an_api_key_is_one_line_before_any_training(tmp_path, mnist_dir):
     """wandb's UsageError traceback, after start-up, became one line saying what to do."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {
-        "HOME": str(tmp_path / "home"),
-        "WANDB_MODE": "online",
-    }
-    run_dir = tmp_path / "run"
-    result = train_cli(
-        tmp_path,
-        "experiment=sequential",
-        "tasks=[[1],[2]]",
-        f"data.data_dir={mnist_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.run.dir={run_dir}",
-        *FAST,
-        env=env,
-    )
+    result, run_dir = wandb_run(tmp_path, mnist_dir, WANDB_MODE="online")
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
     assert result.stderr.startswith(

@@ -90,9 +90,8 @@ class ArtifactCache:
                     return tensors
                 except CorruptEntry as e:
                     log.warning("cache entry %s is corrupt (%s): rebuilding it", path, e)
-            log.info(
-                "cache miss: %s: building %s", label or name, path, extra={CONSOLE: False}
-            )  # the stage's own line follows
+            # the log file's line only: the stage's own line (or its progress bar) follows on the console
+            log.info("cache miss: %s: building %s", label or name, path, extra={CONSOLE: False})
             tensors = build()
             save_atomic(tensors, path, metadata={"name": name, "material": json.dumps(material, sort_keys=True)})
             return tensors

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import torch
 
 from music.align import fit_head_kl, kl_to_teacher, orthogonal_map, procrustes_report
-from music.experiment import Run, stage_seed
+from music.experiment import Run
 from music.settings import Positive
 
 
@@ -69,7 +69,7 @@ def align(run: Run, merged: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
             features = torch.cat([merged.features(x) for x in shots])
             teacher_logits = torch.cat([t(x) for t, x in zip(teachers, shots)])
             allowed = torch.cat([m.expand(len(x), -1) for m, x in zip(masks, shots)])
-        generator = torch.Generator().manual_seed(stage_seed(run.ctx.cfg.seed, "align/ft_classifier"))
+        generator = run.ctx.seeded("align/ft_classifier")
         fit_head_kl(aligned.head, features, teacher_logits, allowed, cfg.lr, cfg.epochs, cfg.batch_size, generator)
     elif cfg.method == "procrustes":
         fits = []

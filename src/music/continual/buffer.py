@@ -37,10 +37,14 @@ class StreamBuffer:
             self.fields[name] = store
         self.positions, self.seen = slots, self.seen + count
 
-    def draw(self, count: int) -> dict[str, Tensor]:
-        """min(count, len) examples without replacement (Mammoth's `get_data`)."""
+    def draw(self, count: int, device=None, augment=None) -> dict[str, Tensor]:
+        """min(count, len) examples without replacement (Mammoth's `get_data`), on `device` (default: where they are
+        kept), their images through `augment` when given (Mammoth augments what it draws)."""
         chosen = torch.randperm(len(self), generator=self.generator)[:count]
-        return {name: values[chosen.to(values.device)] for name, values in self.fields.items()}
+        drawn = {
+            name: values[chosen.to(values.device)].to(device or values.device) for name, values in self.fields.items()
+        }
+        return drawn | ({"images": augment(drawn["images"])} if augment is not None else {})
 
     def state(self) -> dict[str, Tensor]:
         fields = {f"field/{name}": values.cpu() for name, values in self.fields.items()}

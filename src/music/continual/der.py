@@ -39,17 +39,12 @@ class DER(ContinualMethod):
         if stage == 0:  # a new sequence: an empty memory
             self.buffer = StreamBuffer(self.memory_size)
 
-    def memory_batch(self, size: int, device) -> dict[str, Tensor]:
-        """A draw from the memory on `device`, its images augmented as the training batch is."""
-        drawn = {k: v.to(device) for k, v in self.buffer.draw(self.minibatch_size or size).items()}
-        return drawn | {"images": self.augment(drawn["images"])}
-
     def penalty(
         self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
     ) -> Tensor | float:
         loss = 0.0
         if len(self.buffer):
-            drawn = self.memory_batch(len(x), x.device)
+            drawn = self.buffer.draw(self.minibatch_size or len(x), x.device, self.augment)
             loss = self.alpha * F.mse_loss(net(drawn["images"]), drawn["logits"])
         self.buffer.add(images=x if raw is None else raw, logits=logits)  # the image as it was, the logits as seen
         return loss

@@ -36,7 +36,8 @@ class DERpp(DER):
     ) -> Tensor | float:
         loss = 0.0
         if len(self.buffer):
-            logit_batch, label_batch = self.memory_batch(len(x), x.device), self.memory_batch(len(x), x.device)
+            size = self.minibatch_size or len(x)
+            logit_batch, label_batch = (self.buffer.draw(size, x.device, self.augment) for _ in range(2))
             loss = self.alpha * F.mse_loss(net(logit_batch["images"]), logit_batch["logits"])
             loss = loss + self.beta * F.cross_entropy(net(label_batch["images"]), label_batch["labels"])
         self.buffer.add(images=x if raw is None else raw, labels=y, logits=logits)

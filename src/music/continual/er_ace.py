@@ -56,8 +56,8 @@ class ERACE(ContinualMethod):
     ) -> Tensor | float:
         loss = 0.0
         if self.stage > 0 and len(self.buffer):
-            drawn = {k: v.to(x.device) for k, v in self.buffer.draw(self.minibatch_size or len(x)).items()}
-            loss = F.cross_entropy(net(self.augment(drawn["images"])), drawn["labels"])
+            drawn = self.buffer.draw(self.minibatch_size or len(x), x.device, self.augment)
+            loss = F.cross_entropy(net(drawn["images"]), drawn["labels"])
         self.buffer.add(images=x if raw is None else raw, labels=y)  # kept as they were, augmented when drawn
         return loss
 

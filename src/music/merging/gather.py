@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from music.align.kernels import MASKED
 from music.evaluation.metrics import restrict
-from music.experiment import Run, stage_seed
+from music.experiment import Run
 from music.merging.methods import Method
 from music.merging.task_vector import TaskVector
 from music.models.statistics import diagonal_fisher, linear_input_grams
@@ -53,7 +53,7 @@ def _samples(run: Run, purpose: str) -> list[torch.Tensor]:
 
 def fisher(run: Run, theta0: State, vectors: list[TaskVector], purpose: str) -> torch.Tensor:
     """Each fine-tune's diagonal Fisher on merge.num_samples unlabeled images of its task (T×P)."""
-    names, generator = list(vectors[0].deltas), torch.Generator().manual_seed(stage_seed(run.ctx.cfg.seed, "fisher"))
+    names, generator = list(vectors[0].deltas), run.ctx.seeded("fisher")
     nets = [run.artifacts.load_net(run.artifacts.finetuned(task)) for task in run.ctx.tasks]
     return torch.stack([diagonal_fisher(net, x, names, generator) for net, x in zip(nets, _samples(run, purpose))])
 
