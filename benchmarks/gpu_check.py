@@ -97,13 +97,18 @@ def main() -> None:
     args = parser.parse_args()
     epochs_per_task = 1 if args.tiny else args.epochs
     result = {"device": args.device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    result["tests"] = gpu_tests(args.device)
-    result |= epochs(torch.device(args.device), args.data_dir, args.tiny)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(part: dict) -> None:  # after each part, so a run stopped at its limit still leaves what it measured
+        result.update(part)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(part, indent=2), flush=True)
+
+    save({"tests": gpu_tests(args.device)})
+    save(epochs(torch.device(args.device), args.data_dir, args.tiny))
     with tempfile.TemporaryDirectory() as folder:
-        result["seq_cifar10"] = seq_cifar10(args.device, args.cifar_dir, epochs_per_task, args.tiny, Path(folder))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        save({"seq_cifar10": seq_cifar10(args.device, args.cifar_dir, epochs_per_task, args.tiny, Path(folder))})
 
 
 if __name__ == "__main__":
