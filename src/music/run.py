@@ -12,6 +12,7 @@ from music.atomic import unwritable
 from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
+from music.data.composite import resolve_dataset_tasks
 from music.errors import ConfigError, MusicError, traceback_wanted
 from music.experiment import Run
 from music.launching import claim_device
@@ -74,6 +75,7 @@ def theta0_figures(run: Run) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
+    resolve_dataset_tasks(cfg)  # tasks that name datasets: their composite becomes the run's dataset
     validate(cfg, STRATEGIES)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(cfg)
@@ -94,6 +96,7 @@ def run(cfg: DictConfig) -> dict:
             "dataset": cfg.data.name,
             "dataset_title": data.spec.name,
             "tasks": parts.ctx.tasks,
+            **({"tasks_given": OmegaConf.to_container(cfg.tasks_given)} if "tasks_given" in cfg else {}),
             "head": parts.ctx.head,
             "optimizer_state": cfg.finetune.optimizer_state,
         }

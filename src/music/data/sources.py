@@ -8,10 +8,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from music.data import class_names as names
+from music.data import composite, image_folder
 from music.data.idx import read_idx
 from music.errors import ConfigError, DataError
 
@@ -122,10 +125,16 @@ class DatasetSpec:
     title: str = ""  # its name in reports (metrics.json's dataset_title); "": the torchvision class's name
     # its training augmentation under augment=dataset (music.data.augment): crop padding and flips
     augment: tuple[int, bool] = (0, False)
+    class_names: tuple[str, ...] = ()  # what CLIP's zero-shot head reads (); (): the class ids
+    parts: tuple[str, ...] = ()  # a composite's datasets (music.data.composite), in label order
 
     @property
     def name(self) -> str:
         return self.title or self.torchvision
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.class_names or tuple(str(c) for c in range(self.classes))
 
 
 _IDX = {
@@ -134,7 +143,9 @@ _IDX = {
 }
 _GREY = {"shape": (1, 28, 28), "read": read_idx_folder, "files": _IDX, "kind": "IDX files (plain or .gz)"}
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("MNIST", 10, mean=(0.1307,), std=(0.3081,), folder="MNIST/raw", **_GREY),
+    "mnist": DatasetSpec(
+        "MNIST", 10, mean=(0.1307,), std=(0.3081,), folder="MNIST/raw", class_names=names.DIGITS, **_GREY
+    ),
     "fashion_mnist": DatasetSpec(
         "FashionMNIST",
         10,
@@ -143,9 +154,12 @@ DATASETS: dict[str, DatasetSpec] = {
         folder="FashionMNIST/raw",
         system_copies=(Path("/usr/share/datasets/fashion-mnist"),),
         title="Fashion-MNIST",
+        class_names=names.FASHION_MNIST,
         **_GREY,
     ),
-    "kmnist": DatasetSpec("KMNIST", 10, mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw", **_GREY),
+    "kmnist": DatasetSpec(
+        "KMNIST", 10, mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw", class_names=names.KMNIST, **_GREY
+    ),
     "cifar10": DatasetSpec(
         "CIFAR10",
         10,
@@ -158,6 +172,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "cifar-10-batches-py",
         title="CIFAR-10",
         augment=(4, True),
+        class_names=names.CIFAR10,
     ),
     "cifar100": DatasetSpec(
         "CIFAR100",
@@ -171,6 +186,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "cifar-100-python",
         title="CIFAR-100",
         augment=(4, True),
+        class_names=names.CIFAR100,
     ),
     "svhn": DatasetSpec(
         "SVHN",
@@ -184,6 +200,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ".",
         ({"split": "train"}, {"split": "test"}),
         augment=(4, False),  # crops, no flips: a flipped digit is another glyph
+        class_names=names.DIGITS,
     ),
 }
 
@@ -204,9 +221,19 @@ def dataset_augment(name: str, key: str):
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise ConfigError("data.name", name, f"one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """A declared dataset, a composite of declared ones (`mnist+svhn`, music.data.composite) or an image folder
+    (`image_folder:…`, music.data.image_folder)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if isinstance(name, str) and (name.startswith(image_folder.PREFIX) or composite.SEPARATOR in name):
+        return _derived_spec(name)
+    allowed = f"one of {', '.join(DATASETS)}, several joined by {composite.SEPARATOR}, or data=image_folder"
+    raise ConfigError("data.name", name, allowed)
+
+
+@lru_cache(maxsize=16)
+def _derived_spec(name: str) -> DatasetSpec:
+    return image_folder.spec(name) if name.startswith(image_folder.PREFIX) else composite.spec(name)
 
 
 def _download(name: str, spec: DatasetSpec, data_dir: Path, download: bool) -> Path:
@@ -249,7 +276,11 @@ def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> Spli
     torchvision downloads into data_dir/<spec.folder>."""
     spec = dataset_spec(name)
     data_dir = Path(data_dir)
-    for folder in (data_dir, data_dir / spec.folder, *spec.system_copies):
+    if spec.parts:
+        return composite.load(spec, data_dir, download)
+    # an image folder's root is in its name; a named dataset's files may be in several places
+    folders = (data_dir, data_dir / spec.folder, *spec.system_copies) if spec.files else (Path(spec.folder),)
+    for folder in folders:
         splits = spec.read(folder, spec)
         if splits is not None:
             break

@@ -16,7 +16,7 @@ def _ratio(correct: torch.Tensor, total: torch.Tensor) -> float | None:
 
 
 def accuracy_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[str, float | None]:
-    """acc, acc_class_<c>, acc_task_<i>, acc_seen, acc_unseen; None where there is no sample (or no unseen class)."""
+    """acc, acc_class_<c>, acc_task_<i>, acc_task_mean, acc_seen, acc_unseen; None where there is no sample (or no unseen class)."""
     correct, total = confusion.diagonal(), confusion.sum(dim=1)
     num_classes = len(total)
 
@@ -27,7 +27,10 @@ def accuracy_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[st
     seen = {c for task in tasks for c in task}
     metrics = {"acc": _ratio(correct.sum(), total.sum())}
     metrics |= {f"acc_class_{c}": _ratio(correct[c], total[c]) for c in range(num_classes)}
-    metrics |= {f"acc_task_{i}": over(task) for i, task in enumerate(tasks)}
+    per_task = [over(task) for task in tasks]
+    metrics |= {f"acc_task_{i}": acc for i, acc in enumerate(per_task)}
+    # the merging literature's figure: each task's accuracy weighs the same, whatever its test set's size
+    metrics["acc_task_mean"] = None if None in per_task or not per_task else sum(per_task) / len(per_task)
     metrics["acc_seen"] = over(seen)
     metrics["acc_unseen"] = over(set(range(num_classes)) - seen)
     return metrics
