@@ -9,8 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from music.data.sources import dataset_spec
-from music.errors import ConfigError
-from music.settings import shown
+from music.errors import ConfigError, MusicError
+from music.settings import declared_settings, shown
 
 
 def _importable(path) -> bool:
@@ -56,6 +56,8 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
 
     try:
         return build(node)
+    except MusicError:  # the target's own one-line refusal (a pretrained backbone's missing weights, …)
+        raise
     except Exception as error:
         cause = error.__cause__ or error
         said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
@@ -66,6 +68,16 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
 
 def build_network(cfg: DictConfig) -> torch.nn.Module:
     """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
-    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it)."""
+    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it). A network
+    that declares a `dataset` argument (a pretrained backbone: its input adapter, CLIP's class names) gets the
+    declaration itself."""
     spec = dataset_spec(cfg.data.name)
-    return instantiate_checked("model.net", cfg.model.net, num_classes=spec.classes, input_shape=list(spec.shape))
+    wants = {"dataset": spec} if "dataset" in declared_settings(str(cfg.model.net.get("_target_"))) else {}
+    return instantiate_checked(
+        "model.net",
+        cfg.model.net,
+        lambda factory: factory(**wants),
+        _partial_=True,
+        num_classes=spec.classes,
+        input_shape=list(spec.shape),
+    )

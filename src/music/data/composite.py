@@ -52,24 +52,29 @@ def _task_source(i: int, task, default: str) -> tuple[str, list[int] | None]:
     return default, list(task) if isinstance(task, (list, ListConfig)) else task
 
 
-def dataset_tasks(tasks, default: str) -> tuple[str, list] | None:
-    """(composite dataset name, tasks as class ids of it) when some task names a dataset; None when every task is a
-    list of classes of `default` (the data group's dataset) and nothing needs rewriting."""
+def dataset_tasks(tasks, default: str, pretrain: str | None = None) -> tuple[str, list] | None:
+    """(composite dataset name, tasks as class ids of it) when some task names a dataset or θ0 trains on another
+    dataset (`pretrain`, the composite's first part); None when every task is a list of classes of `default` (the data
+    group's dataset) and nothing needs rewriting."""
     from music.data.sources import dataset_spec
 
-    if not isinstance(tasks, (list, ListConfig)) or all(isinstance(t, (list, ListConfig)) for t in tasks):
+    if not isinstance(tasks, (list, ListConfig)):
+        return None
+    if pretrain is None and all(isinstance(t, (list, ListConfig)) for t in tasks):
         return None
     sources = [_task_source(i, t, default) for i, t in enumerate(tasks)]
-    parts = list(dict.fromkeys(name for name, _ in sources))
+    if pretrain is not None and pretrain in {name for name, _ in sources}:
+        raise ConfigError("data.pretrain.data", pretrain, "a dataset no task is drawn from (θ0's data comes first)")
+    parts = list(dict.fromkeys(([pretrain] if pretrain else []) + [name for name, _ in sources]))
     offsets, total = {}, 0
-    for i, name in enumerate(parts):
-        where = next(j for j, (n, _) in enumerate(sources) if n == name)
+    for name in parts:
+        where = next((f"tasks[{j}]" for j, (n, _) in enumerate(sources) if n == name), "data.pretrain.data")
         if SEPARATOR in name:
-            raise ConfigError(f"tasks[{where}]", name, "one dataset per task (list the datasets as separate tasks)")
+            raise ConfigError(where, name, "one dataset per task (list the datasets as separate tasks)")
         try:
             offsets[name], total = total, total + dataset_spec(name).classes
         except ConfigError as error:
-            raise ConfigError(f"tasks[{where}]", name, error.allowed) from None
+            raise ConfigError(where, name, error.allowed) from None
     rewritten = []
     for i, (name, classes) in enumerate(sources):
         count = dataset_spec(name).classes
@@ -82,9 +87,13 @@ def dataset_tasks(tasks, default: str) -> tuple[str, list] | None:
 
 
 def resolve_dataset_tasks(cfg: DictConfig) -> None:
-    """Rewrite `cfg` in place when its tasks name datasets: data.name becomes their composite, tasks its class ids (the
-    tasks as written stay in `tasks_given`, for the record)."""
-    found = dataset_tasks(cfg.tasks, cfg.data.name)
+    """Rewrite `cfg` in place when its tasks name datasets or θ0 trains on another dataset (data.pretrain.data):
+    data.name becomes their composite, tasks its class ids, and θ0's classes the other dataset's (the composite's
+    first part). The tasks as written stay in `tasks_given`, for the record."""
+    from music.data.sources import dataset_spec
+
+    pretrain = cfg.data.pretrain.get("data")
+    found = dataset_tasks(cfg.tasks, cfg.data.name, pretrain)
     if found is None:
         return
     name, tasks = found
@@ -92,6 +101,11 @@ def resolve_dataset_tasks(cfg: DictConfig) -> None:
         cfg.tasks_given = OmegaConf.to_container(cfg.tasks, resolve=True)
         cfg.data.name = name
         cfg.tasks = tasks
+        if pretrain is not None:
+            if cfg.data.pretrain.classes is not None:
+                why = "null with data.pretrain.data (θ0 trains on every class of that dataset)"
+                raise ConfigError("data.pretrain.classes", shown(cfg.data.pretrain.classes), why)
+            cfg.data.pretrain.classes = list(range(dataset_spec(pretrain).classes))
 
 
 def pooled_statistics(means: list[tuple[float, ...]], stds: list[tuple[float, ...]], channels: int) -> tuple:

@@ -16,7 +16,7 @@ import torch
 from music.data import class_names as names
 from music.data import composite, image_folder
 from music.data.idx import read_idx
-from music.errors import ConfigError, DataError
+from music.errors import ConfigError, DataError, MusicError
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +210,24 @@ def one_task_per_class(name: str) -> list[list[int]]:
     validation names the dataset setting)."""
     from omegaconf import OmegaConf  # a ListConfig, which OmegaConf.resolve (`--cfg job --resolve`) can put in place
 
-    return OmegaConf.create([[c] for c in range(DATASETS[name].classes)] if name in DATASETS else [])
+    spec = _known(name)
+    return OmegaConf.create([[c] for c in range(spec.classes)] if spec else [])
 
 
 def dataset_augment(name: str, key: str):
     """Resolver for augment=dataset: the dataset's declared `crop_padding` or `flip` (an unknown dataset: none, and
     validation names the dataset setting)."""
-    padding, flip = DATASETS[name].augment if name in DATASETS else (0, False)
+    spec = _known(name)
+    padding, flip = spec.augment if spec else (0, False)
     return {"crop_padding": padding, "flip": flip}[key]
+
+
+def _known(name: str) -> "DatasetSpec | None":
+    """The dataset's declaration, or None where it has none (validation then says why in one line)."""
+    try:
+        return dataset_spec(name)
+    except MusicError:
+        return None
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -82,6 +82,10 @@ class TaskData:
         val_fraction: Annotated[float, "(0, 1)"] = 0.1,
         batch_size: Positive = 256,
         eval_batch_size: Positive = 4096,
+        # data=image_folder's settings (its name spells them, music.data.image_folder reads them from it)
+        root: str | None = None,
+        image_size: Annotated[int, "[8, 1024]"] = 32,
+        test_fraction: Annotated[float, "(0, 1)"] = 0.2,
     ):
         super().__init__()  # cooperative: LightningDataModule.__init__ when this is a MusicDataModule
         pretrain = pretrain or {}

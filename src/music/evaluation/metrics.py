@@ -16,7 +16,8 @@ def _ratio(correct: torch.Tensor, total: torch.Tensor) -> float | None:
 
 
 def accuracy_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[str, float | None]:
-    """acc, acc_class_<c>, acc_task_<i>, acc_task_mean, acc_seen, acc_unseen; None where there is no sample (or no unseen class)."""
+    """acc, acc_class_<c>, acc_task_<i>, acc_task_mean, acc_seen, acc_unseen; None where there is no sample (or no
+    unseen class)."""
     correct, total = confusion.diagonal(), confusion.sum(dim=1)
     num_classes = len(total)
 

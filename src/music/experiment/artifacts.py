@@ -60,6 +60,7 @@ class FinetuneSettings:
     optimizer_state: Literal["fresh", "carry"] = (
         "fresh"  # between sequential stages: a new optimizer, or the last one's
     )
+    train: Literal["all", "features", "head"] = "all"  # which parameters a fine-tune trains (the others stay θ0's)
 
 
 def _plain(node) -> Any:
@@ -86,7 +87,8 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
         "normalization": [list(spec.mean), list(spec.std)],
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
-        "pretrain_split": _plain(cfg.data.pretrain),
+        # data.pretrain.data is spelled by the dataset's name (its composite's first part): unset, keys stay as they were
+        "pretrain_split": {k: v for k, v in _plain(cfg.data.pretrain).items() if k != "data"},
         "batch_size": cfg.data.batch_size,
         "trainer": {k: _plain(cfg.trainer.get(k)) for k in TRAINER_KEYS},
         # on only: today's runs (no augmentation) keep their keys
@@ -114,6 +116,8 @@ def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
     theta0_material), the shared budget, the head protocol, and `data` (which classes, grouped how, in which order)."""
     # optimizer_state concerns sequential stages alone: they name it in `data` when they carry it
     finetune = {k: v for k, v in _plain(cfg.finetune).items() if k != "optimizer_state"}
+    if finetune.get("train") == "all":  # the default: today's fine-tunes keep their keys
+        del finetune["train"]
     return {"theta0": theta0, "finetune": finetune, "head": cfg.model.get("head", "shared"), "data": data}
 
 

@@ -94,6 +94,10 @@ class Training:
         augment = BatchAugment(settings, ctx.data.spec, augment_seed) if settings.active else None
         if continual is not None and augment is not None:
             continual.augment = augment
+        # finetune.train: the parts a fine-tune trains; θ0 trains all of them
+        trains = "all" if stage == "pretrain" else ctx.cfg.finetune.get("train", "all")
+        for name, parameter in net.named_parameters():
+            parameter.requires_grad_(trains == "all" or name.removeprefix("net.").startswith(f"{trains}."))
         if ctx.cfg.model.get(
             "channels_last", False
         ):  # conv nets on a GPU: NHWC kernels (the weights here, batches below)

@@ -112,7 +112,7 @@ class Classifier(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.optimizer_state:
             load_optimizer_state(optimizer, self.optimizer_state)
         if self.scheduler_factory is None:

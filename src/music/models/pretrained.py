@@ -1,0 +1,190 @@
+"""Backbones pretrained elsewhere, under the network contract (features → one linear head): timm's image models and
+OpenCLIP's image towers, whose head can start zero-shot from the dataset's class names (CLIP's text encoder).
+
+Their input size and normalisation come from the backbone's own config: `InputAdapter` (no parameters) brings the
+run's images — held standardised with the dataset's declared statistics — back to pixel scale, to three channels and
+to the backbone's input size on the device, then standardises them with the backbone's mean and std.
+
+Weights: timm's `pretrained=true` and OpenCLIP's tags (openai, laion2b_…) come from the Hugging Face hub's cache;
+offline, a missing one is one line naming the cache folder to fill and the command that fills it. A local file works
+in both libraries' own formats: timm's `weights=<file>` (its pretrained_cfg_overlay file: a state dict as
+.safetensors, .pth or .bin), OpenCLIP's `pretrained=<file>` (a state dict or a training checkpoint).
+"""
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from music.data.sources import DatasetSpec
+from music.errors import ConfigError
+from music.models.networks import Network
+
+CLIP_TEMPLATE = "a photo of a {}."  # one template for every dataset (the papers average dataset-specific sets)
+
+
+class InputAdapter(nn.Module):
+    """The run's images → the backbone's input: pixel scale, three channels, its size, its normalisation."""
+
+    def __init__(self, dataset: DatasetSpec, size: tuple[int, int], mean, std, interpolation: str = "bilinear"):
+        super().__init__()
+
+        def stat(values):  # per channel, kept out of the state dict: never part of a task vector
+            return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+        self.register_buffer("data_mean", stat(dataset.mean), persistent=False)
+        self.register_buffer("data_std", stat(dataset.std), persistent=False)
+        self.register_buffer("mean", stat(mean), persistent=False)
+        self.register_buffer("std", stat(std), persistent=False)
+        self.size, self.mode = tuple(size), "bicubic" if interpolation == "bicubic" else "bilinear"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * self.data_std + self.data_mean
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if tuple(x.shape[2:]) != self.size:
+            shrinking = x.shape[2] > self.size[0]
+            x = F.interpolate(x, size=self.size, mode=self.mode, antialias=shrinking, align_corners=False)
+        return (x - self.mean) / self.std
+
+
+# loaded once per process (a run builds its network many times: θ0, each fine-tune, each merge); copied per build
+@lru_cache(maxsize=2)
+def _timm_backbone(name: str, pretrained: bool, weights: str | None) -> nn.Module:
+    import timm
+
+    overlay = {"file": str(weights)} if weights else None
+    return timm.create_model(
+        name, pretrained=pretrained or bool(weights), num_classes=0, pretrained_cfg_overlay=overlay
+    )
+
+
+@lru_cache(maxsize=2)
+def _clip_model(name: str, pretrained: str | None) -> nn.Module:
+    import open_clip
+
+    return open_clip.create_model(name, pretrained=pretrained).eval()
+
+
+def _weights_missing(setting: str, value, error: Exception, fetch: str) -> ConfigError:
+    """One line for a pretrained weight that could not be loaded: where it is looked for and how to get it there."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    said = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    allowed = (
+        f"weights that load ({type(error).__name__}: {said[:200]}): with no network, fill the Hugging Face cache "
+        f"{HF_HUB_CACHE} where the network is reachable — {fetch} — or give a local weights file"
+    )
+    return ConfigError(setting, value, allowed)
+
+
+class Timm(Network):
+    """A timm image model (`timm.create_model(name, num_classes=0)`: its pooled features) and a linear head."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: list[int],
+        dataset: DatasetSpec,
+        name: str = "resnet18",
+        pretrained: bool = False,
+        weights: str | None = None,  # a local weights file in timm's formats (pretrained_cfg_overlay's `file`)
+    ):
+        super().__init__()
+        import timm
+
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError("model.net.weights", weights, "null or a timm weights file (.safetensors, .pth, .bin)")
+        try:
+            backbone = copy.deepcopy(_timm_backbone(name, pretrained, weights))
+        except RuntimeError as error:
+            if "Unknown model" in str(error):
+                raise ConfigError("model.net.name", name, "a timm model name (timm.list_models())") from None
+            if weights:
+                raise ConfigError("model.net.weights", weights, f"a {name} weights file: {error}") from None
+            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name)) from None
+        except OSError as error:  # the hub's errors when it cannot be reached, or a file it cannot read
+            if weights:
+                raise ConfigError("model.net.weights", weights, f"a {name} weights file: {error}") from None
+            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name)) from None
+        config = timm.data.resolve_model_data_config(backbone)
+        adapter = InputAdapter(
+            dataset, config["input_size"][1:], config["mean"], config["std"], config["interpolation"]
+        )
+        self.features = nn.Sequential(adapter, backbone)
+        self.head = nn.Linear(backbone.num_features, num_classes)
+
+    @staticmethod
+    def fetch(name: str) -> str:
+        return f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+
+
+class Clip(Network):
+    """OpenCLIP's image tower, its features L2-normalised as CLIP compares them, and a linear head: zero-shot (each
+    class's row the normalised mean text embedding of its name in CLIP_TEMPLATE, times CLIP's logit scale; bias 0)
+    or random."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: list[int],
+        dataset: DatasetSpec,
+        name: str = "ViT-B-32",
+        pretrained: str | None = "openai",  # a tag of open_clip.list_pretrained(), a local file, or null (random)
+        model_config: str | None = None,  # a JSON file of an OpenCLIP model config, registered under its file name
+        head_init: Literal["zeroshot", "random"] = "zeroshot",
+    ):
+        super().__init__()
+        import open_clip
+
+        if model_config is not None:
+            if not Path(model_config).is_file():
+                raise ConfigError("model.net.model_config", model_config, "null or an OpenCLIP model config .json file")
+            open_clip.add_model_config(model_config)
+        if name not in open_clip.list_models():
+            raise ConfigError("model.net.name", name, "an OpenCLIP model (open_clip.list_models())")
+        try:
+            model = _clip_model(name, pretrained)
+        except RuntimeError as error:
+            if pretrained and Path(pretrained).is_file():
+                raise ConfigError("model.net.pretrained", pretrained, f"{name} weights: {error}") from None
+            tags = ", ".join(tag for model_name, tag in open_clip.list_pretrained() if model_name == name)
+            if "Pretrained weights" in str(error) and "not found" in str(error):
+                raise ConfigError("model.net.pretrained", pretrained, f"a file or one of: {tags}") from None
+            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name, pretrained)) from None
+        except OSError as error:
+            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name, pretrained)) from None
+        visual = model.visual
+        size = visual.image_size if isinstance(visual.image_size, tuple) else (visual.image_size,) * 2
+        adapter = InputAdapter(dataset, size, visual.image_mean, visual.image_std)
+        self.features = nn.Sequential(adapter, copy.deepcopy(visual).train(), Normalize())
+        self.head = nn.Linear(open_clip.get_model_config(name)["embed_dim"], num_classes)
+        if head_init == "zeroshot":
+            with torch.no_grad():
+                self.head.weight.copy_(_zeroshot(name, pretrained, dataset.names) * model.logit_scale.exp())
+                self.head.bias.zero_()
+
+    @staticmethod
+    def fetch(name: str, tag) -> str:
+        return f"python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\""
+
+
+class Normalize(nn.Module):
+    """L2 normalisation of the image embedding, as CLIP compares images with texts."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1)
+
+
+@lru_cache(maxsize=4)
+@torch.no_grad()
+def _zeroshot(name: str, pretrained: str | None, class_names: tuple[str, ...]) -> Tensor:
+    """Per class, CLIP's text embedding of its name in CLIP_TEMPLATE, L2-normalised (classes × embedding)."""
+    import open_clip
+
+    tokens = open_clip.get_tokenizer(name)([CLIP_TEMPLATE.format(c) for c in class_names])
+    return F.normalize(_clip_model(name, pretrained).encode_text(tokens), dim=-1)
