@@ -1,0 +1,193 @@
+"""Backbones pretrained elsewhere, from local files in their libraries' own formats (no network here): timm's smallest
+test model saved as .safetensors and .pth, a tiny OpenCLIP model from a config JSON saved as OpenCLIP saves state
+dicts; the input adapter and the zero-shot head against values computed here; the offline error; runs end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import open_clip  # the dev extras install both: a missing one fails here, never skips
+import pytest
+import timm
+import torch
+
+from conftest import ROOT, make_cfg, write_mnist_files, write_svhn_files
+from music.data.sources import dataset_spec
+from music.errors import ConfigError
+from music.models.pretrained import CLIP_TEMPLATE, Clip, InputAdapter, Timm
+from music.run import run
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+EXPERIMENTS = "task_arithmetic,ties,tsv,sequential"
+SMALL = ["finetune.epochs=1", "data.batch_size=64", "merge.lambdas=[0.0,0.5,1.0]", "pretrain=none"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    """timm's test_vit as .safetensors and .pth, and a tiny OpenCLIP model (its config JSON and its weights)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(7)
+    vit = timm.create_model("test_vit", pretrained=False)
+    save_file(vit.state_dict(), folder / "test_vit.safetensors")
+    torch.save(vit.state_dict(), folder / "test_vit.pth")
+    config = folder / "music-tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(config))
+    clip = open_clip.create_model("music-tiny-clip")
+    torch.save(
+        {"epoch": 1, "state_dict": clip.state_dict()}, folder / "tiny_clip.pt"
+    )  # an OpenCLIP training checkpoint
+    return {
+        "vit": folder / "test_vit.safetensors",
+        "vit_pth": folder / "test_vit.pth",
+        "clip_config": config,
+        "clip": folder / "tiny_clip.pt",
+        "vit_state": vit.state_dict(),
+        "clip_state": clip.state_dict(),
+    }
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("digits")
+    write_mnist_files(root, per_class_train=30, per_class_test=10)
+    return write_svhn_files(root, per_class_train=30, per_class_test=10)
+
+
+@pytest.mark.parametrize("file", ["vit", "vit_pth"])
+def test_timm_loads_a_local_weights_file(weights, file):
+    net = Timm(10, [1, 28, 28], dataset_spec("mnist"), name="test_vit", weights=str(weights[file]))
+    loaded = net.features[1].state_dict()
+    for key, value in weights["vit_state"].items():
+        if not key.startswith("head."):  # timm drops its own classifier (num_classes=0); ours is `head`
+            assert torch.equal(loaded[key], value), key
+    assert net.head.in_features == 64 and net.head.out_features == 10
+    assert net.features[0].size == (160, 160)  # test_vit's input size, from its own config
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_input_adapter_restores_pixels_and_applies_the_backbones_normalisation():
+    spec = dataset_spec("mnist")
+    adapter = InputAdapter(spec, (28, 28), (0.5, 0.4, 0.3), (0.2, 0.2, 0.25))
+    pixels = torch.rand(2, 1, 28, 28)
+    out = adapter((pixels - 0.1307) / 0.3081)  # as the run holds MNIST: standardised with its declared statistics
+    for c, (m, s) in enumerate(zip((0.5, 0.4, 0.3), (0.2, 0.2, 0.25))):
+        assert torch.allclose(out[:, c], (pixels[:, 0] - m) / s, atol=1e-5)
+    assert adapter.state_dict() == {}  # nothing of it enters a task vector
+
+
+def test_clip_loads_its_checkpoint_and_starts_zero_shot(weights):
+    spec = dataset_spec("fashion_mnist")
+    net = Clip(10, [1, 28, 28], spec, "music-tiny-clip", str(weights["clip"]), str(weights["clip_config"]))
+    visual = net.features[1].state_dict()
+    for key, value in visual.items():
+        assert torch.equal(value, weights["clip_state"][f"visual.{key}"]), key
+    reference = open_clip.create_model("music-tiny-clip")
+    reference.load_state_dict(weights["clip_state"])
+    tokens = open_clip.get_tokenizer("music-tiny-clip")([CLIP_TEMPLATE.format(c) for c in spec.names])
+    with torch.no_grad():
+        text = reference.encode_text(tokens)
+        expected = text / text.norm(dim=-1, keepdim=True) * reference.logit_scale.exp()
+    assert torch.allclose(net.head.weight, expected, atol=1e-5) and not net.head.bias.any()
+    # the network's logits are CLIP's: scaled cosines of the image and class-name embeddings
+    images = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        image = reference.encode_image(net.features[0](images))
+        clip_logits = image / image.norm(dim=-1, keepdim=True) @ expected.T
+        assert torch.allclose(net.eval()(images), clip_logits, atol=1e-4)
+    random = Clip(10, [1, 28, 28], spec, "music-tiny-clip", str(weights["clip"]), head_init="random")
+    assert not torch.allclose(random.head.weight, expected)
+
+
+def test_unknown_names_are_one_line():
+    with pytest.raises(ConfigError, match="model.net.name='no_such_net' is not allowed: a timm model name"):
+        Timm(10, [1, 28, 28], dataset_spec("mnist"), name="no_such_net")
+    with pytest.raises(ConfigError, match="model.net.name='no-such-clip' is not allowed: an OpenCLIP model"):
+        Clip(10, [1, 28, 28], dataset_spec("mnist"), name="no-such-clip")
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        ("model=timm", "timm.create_model('resnet18', pretrained=True)"),
+        ("model=clip", "open_clip.create_model('ViT-B-32', pretrained='openai')"),
+    ],
+)
+def test_weights_not_on_disk_are_one_line_naming_the_cache_and_the_command(tmp_path, model, words):
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache, no network
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), model, "pretrain=none", "logger=none", "data=fashion_mnist"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model.net.pretrained=") and words in line and str(tmp_path / "hf") in line
+
+
+@pytest.mark.parametrize("backbone", ["timm", "clip"])
+def test_merges_and_sequential_run_end_to_end_on_a_pretrained_backbone(tmp_path, weights, digits_dir, backbone):
+    if backbone == "timm":
+        model = ["model=timm", "model.net.name=test_vit", f"model.net.weights={weights['vit']}", "finetune.train=all"]
+    else:
+        model = [
+            "model=clip",
+            "model.net.name=music-tiny-clip",
+            f"model.net.pretrained={weights['clip']}",
+            f"model.net.model_config={weights['clip_config']}",
+            "finetune.train=features",
+        ]
+    found = {}
+    for experiment in EXPERIMENTS.split(","):
+        cfg = make_cfg(
+            tmp_path / experiment,
+            digits_dir,
+            f"experiment={experiment}",
+            "tasks=[mnist,svhn]",
+            "model.head=per_task",
+            *model,
+            *SMALL,
+            cache_dir=tmp_path / "cache",
+        )
+        found[experiment] = run(cfg)
+    for experiment, metrics in found.items():
+        assert metrics["dataset"] == "mnist+svhn" and 0 <= metrics["test/acc_task_mean"] <= 1, experiment
+    assert len({m["theta0/key"] for m in found.values()}) == 1  # one θ0: the backbone and its head
+    if backbone == "clip":  # the head stays zero-shot: only the image tower trains
+        curve = {p["lambda"]: p["test/acc"] for p in found["task_arithmetic"]["lambda_curve"]}
+        assert curve[0.0] == found["task_arithmetic"]["theta0/test/acc"]
+
+
+def test_finetune_train_keeps_the_frozen_part_as_theta0(tmp_path, digits_dir):
+    for part, frozen in (("head", "features."), ("features", "head.")):
+        cfg = make_cfg(
+            tmp_path / part,
+            digits_dir,
+            "experiment=individual",
+            "data=mnist",
+            "tasks=[[0,1],[2,3]]",
+            f"finetune.train={part}",
+            *SMALL[:3],
+            "pretrain.epochs=1",
+            cache_dir=tmp_path / "cache",
+        )
+        from music.cache import ArtifactCache
+        from music.experiment import Run
+        from music.run import load_data
+
+        data = load_data(cfg)
+        parts = Run.open(cfg, data, ArtifactCache(cfg.cache.dir, True), [])
+        theta0, tuned = parts.artifacts.theta0, parts.artifacts.finetuned([0, 1])
+        assert all(torch.equal(theta0[k], tuned[k]) for k in theta0 if k.startswith(frozen)), part
+        assert any(not torch.equal(theta0[k], tuned[k]) for k in theta0 if not k.startswith(frozen)), part
