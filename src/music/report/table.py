@@ -22,8 +22,10 @@ from music.report.runs import (
 )
 
 METRICS = ["test/acc", "test/acc_seen", "test/acc_unseen", "forgetting"]
+TASK_MEAN = "test/acc_task_mean"  # the merging literature's figure: shown for per-task heads
 # shown where some run of a setting has them
 ALIGN_METRICS = [
+    TASK_MEAN,
     "test/acc_before_align",
     "align/kl_before",
     "align/kl_after",

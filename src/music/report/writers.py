@@ -4,7 +4,16 @@ import csv
 from pathlib import Path
 
 from music.report.runs import setting_of
-from music.report.table import ALIGN_METRICS, BASELINE, COLLAPSED, METRICS, delta_key, fmt, theta0_training
+from music.report.table import (
+    ALIGN_METRICS,
+    BASELINE,
+    COLLAPSED,
+    METRICS,
+    TASK_MEAN,
+    delta_key,
+    fmt,
+    theta0_training,
+)
 
 CAPTIONS = {
     "methods": "Test accuracy by method (mean, 95% CI over seeds)",
@@ -42,7 +51,9 @@ def markdown(
     ]
     for index, setting in enumerate(dict.fromkeys(r["setting"] for r in rows)):
         mine = [r for r in rows if r["setting"] == setting]
-        shown = METRICS + [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine)]
+        per_task = "head=per_task" in setting
+        optional = [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine) and (m != TASK_MEAN or per_task)]
+        shown = METRICS + optional
         collapsed = any(r[COLLAPSED] is not None for r in mine)
         header = [
             "method",
