@@ -100,7 +100,7 @@ def run_train(tmp_path, *overrides):
         ),
         (
             ["data=imagenet"],
-            "Could not find 'data/imagenet': one of cifar10, cifar100, fashion_mnist, kmnist, mnist, svhn",
+            "Could not find 'data/imagenet': one of cifar10, cifar100, fashion_mnist, image_folder, kmnist, mnist, svhn",
         ),
         (["trainer.max_epoch=5"], "error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"),
         (["seed=[1"], "error: "),

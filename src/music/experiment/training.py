@@ -15,6 +15,7 @@ from music.data.augment import AugmentSettings, BatchAugment
 from music.errors import Diverged
 from music.experiment.context import Context, stage_seed
 from music.instantiation import instantiate_checked
+from music.models.linearized import LinearizedNet
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,11 @@ class Training:
         augment = BatchAugment(settings, ctx.data.spec, augment_seed) if settings.active else None
         if continual is not None and augment is not None:
             continual.augment = augment
-        # finetune.train: the parts a fine-tune trains; θ0 trains all of them
+        # finetune.train: the parts a fine-tune trains (θ0 trains all of them); a linearized model's own network only,
+        # never its expansion point
         trains = "all" if stage == "pretrain" else ctx.cfg.finetune.get("train", "all")
-        for name, parameter in net.named_parameters():
-            parameter.requires_grad_(trains == "all" or name.removeprefix("net.").startswith(f"{trains}."))
+        for name, parameter in (net.net if isinstance(net, LinearizedNet) else net).named_parameters():
+            parameter.requires_grad_(trains == "all" or name.startswith(f"{trains}."))
         if ctx.cfg.model.get(
             "channels_last", False
         ):  # conv nets on a GPU: NHWC kernels (the weights here, batches below)
