@@ -117,6 +117,9 @@ def test_theta0_from_another_dataset_trains_on_it_alone(tmp_path, fashion_dir, d
     assert here["theta0/key"] != elsewhere["theta0/key"]
     # θ0 saw no Fashion-MNIST image: it scores its classes near chance; trained here it scores far above
     assert here["theta0/test/acc"] > 0.5 > elsewhere["theta0/test/acc"]
+    # SVHN is θ0's data, no task: the run is judged on Fashion-MNIST and MNIST alone
+    assert all(elsewhere[f"test/acc_class_{c}"] is None for c in range(10))
+    assert elsewhere["test/acc"] == elsewhere["test/acc_seen"] and elsewhere["test/acc_unseen"] is None
 
 
 def write_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 12, split: str | None = None) -> Path:

@@ -45,9 +45,14 @@ class Context:
         self.device = run_device(cfg)
         data.to(self.device)  # once for the run: training batches, evaluations and λ searches read the images there
         val = self.split.val.to(self.device)
+        test = torch.arange(len(data.test_labels), device=self.device)
+        if cfg.data.pretrain.get("data"):  # θ0's own dataset is no task: the run is judged on the tasks' datasets
+            theta0_only = torch.as_tensor(list(cfg.data.pretrain.classes), device=self.device)
+            val = val[~torch.isin(data.train_labels[val], theta0_only)]
+            test = test[~torch.isin(data.test_labels, theta0_only)]
         self.eval_sets = {
             "val": (data.train_images[val], data.train_labels[val].cpu()),
-            "test": (data.test_images, data.test_labels.cpu()),
+            "test": (data.test_images[test], data.test_labels[test].cpu()),
         }
 
     def seeded(self, purpose: str) -> torch.Generator:
