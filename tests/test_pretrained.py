@@ -107,6 +107,18 @@ def test_clip_loads_its_checkpoint_and_starts_zero_shot(weights):
     assert not torch.allclose(random.head.weight, expected)
 
 
+def test_a_weights_file_of_another_network_is_one_line(tmp_path, weights):
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ConfigError, match="model.net.weights=.* is not allowed: a test_vit weights file") as error:
+        Timm(10, [1, 28, 28], dataset_spec("mnist"), name="test_vit", weights=str(tmp_path / "other.safetensors"))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="model.net.pretrained=.* is not allowed: music-tiny-clip weights") as error:
+        Clip(10, [1, 28, 28], dataset_spec("mnist"), "music-tiny-clip", str(tmp_path / "other.safetensors"))
+    assert "\n" not in str(error.value)
+
+
 def test_unknown_names_are_one_line():
     with pytest.raises(ConfigError, match="model.net.name='no_such_net' is not allowed: a timm model name"):
         Timm(10, [1, 28, 28], dataset_spec("mnist"), name="no_such_net")

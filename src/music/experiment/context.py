@@ -46,10 +46,11 @@ class Context:
         data.to(self.device)  # once for the run: training batches, evaluations and λ searches read the images there
         val = self.split.val.to(self.device)
         test = torch.arange(len(data.test_labels), device=self.device)
-        if cfg.data.pretrain.get("data"):  # θ0's own dataset is no task: the run is judged on the tasks' datasets
-            theta0_only = torch.as_tensor(list(cfg.data.pretrain.classes), device=self.device)
-            val = val[~torch.isin(data.train_labels[val], theta0_only)]
-            test = test[~torch.isin(data.test_labels, theta0_only)]
+        if "tasks_given" in cfg:  # tasks that are datasets (music.data.composite): judged on the tasks' classes alone,
+            # not on θ0's own dataset (data.pretrain.data) nor on the classes a subset task leaves out
+            tasks_classes = torch.as_tensor(self.split.task_classes, device=self.device)
+            val = val[torch.isin(data.train_labels[val], tasks_classes)]
+            test = test[torch.isin(data.test_labels, tasks_classes)]
         self.eval_sets = {
             "val": (data.train_images[val], data.train_labels[val].cpu()),
             "test": (data.test_images[test], data.test_labels[test].cpu()),

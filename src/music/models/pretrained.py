@@ -70,13 +70,30 @@ def _clip_model(name: str, pretrained: str | None) -> nn.Module:
     return open_clip.create_model(name, pretrained=pretrained).eval()
 
 
+def first_line(error: Exception) -> str:
+    """The error's type and its message's first sentence: what a one-line refusal quotes of a library's words."""
+    said = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {said.split('. ')[0][:160]}" if said else type(error).__name__
+
+
+def _check_covers(weights: str, backbone: nn.Module, name: str) -> None:
+    """timm loads a file without its classifier non-strictly (num_classes=0): a file of another network would leave
+    the backbone as initialised, silently. Every tensor of the backbone must be in the file, with its shape."""
+    from timm.models import load_state_dict
+
+    found = load_state_dict(weights)
+    absent = [k for k, v in backbone.state_dict().items() if k not in found or found[k].shape != v.shape]
+    if absent:
+        why = f"{len(absent)} of its {len(backbone.state_dict())} tensors are not in the file (e.g. {absent[0]})"
+        raise ConfigError("model.net.weights", weights, f"a {name} weights file: {why}")
+
+
 def _weights_missing(setting: str, value, error: Exception, fetch: str) -> ConfigError:
     """One line for a pretrained weight that could not be loaded: where it is looked for and how to get it there."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    said = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     allowed = (
-        f"weights that load ({type(error).__name__}: {said[:200]}): with no network, fill the Hugging Face cache "
+        f"weights that load ({first_line(error)}): with no network, fill the Hugging Face cache "
         f"{HF_HUB_CACHE} where the network is reachable — {fetch} — or give a local weights file"
     )
     return ConfigError(setting, value, allowed)
@@ -101,16 +118,16 @@ class Timm(Network):
             raise ConfigError("model.net.weights", weights, "null or a timm weights file (.safetensors, .pth, .bin)")
         try:
             backbone = copy.deepcopy(_timm_backbone(name, pretrained, weights))
-        except RuntimeError as error:
+        except (RuntimeError, OSError) as error:  # an unknown name, a file it cannot load, the hub out of reach
             if "Unknown model" in str(error):
                 raise ConfigError("model.net.name", name, "a timm model name (timm.list_models())") from None
             if weights:
-                raise ConfigError("model.net.weights", weights, f"a {name} weights file: {error}") from None
+                raise ConfigError(
+                    "model.net.weights", weights, f"a {name} weights file ({first_line(error)})"
+                ) from None
             raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name)) from None
-        except OSError as error:  # the hub's errors when it cannot be reached, or a file it cannot read
-            if weights:
-                raise ConfigError("model.net.weights", weights, f"a {name} weights file: {error}") from None
-            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name)) from None
+        if weights:
+            _check_covers(weights, backbone, name)
         config = timm.data.resolve_model_data_config(backbone)
         adapter = InputAdapter(
             dataset, config["input_size"][1:], config["mean"], config["std"], config["interpolation"]
@@ -149,14 +166,12 @@ class Clip(Network):
             raise ConfigError("model.net.name", name, "an OpenCLIP model (open_clip.list_models())")
         try:
             model = _clip_model(name, pretrained)
-        except RuntimeError as error:
+        except (RuntimeError, OSError) as error:  # a file it cannot load, an unknown tag, the hub out of reach
             if pretrained and Path(pretrained).is_file():
-                raise ConfigError("model.net.pretrained", pretrained, f"{name} weights: {error}") from None
-            tags = ", ".join(tag for model_name, tag in open_clip.list_pretrained() if model_name == name)
+                raise ConfigError("model.net.pretrained", pretrained, f"{name} weights ({first_line(error)})") from None
             if "Pretrained weights" in str(error) and "not found" in str(error):
+                tags = ", ".join(tag for model_name, tag in open_clip.list_pretrained() if model_name == name)
                 raise ConfigError("model.net.pretrained", pretrained, f"a file or one of: {tags}") from None
-            raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name, pretrained)) from None
-        except OSError as error:
             raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name, pretrained)) from None
         visual = model.visual
         size = visual.image_size if isinstance(visual.image_size, tuple) else (visual.image_size,) * 2

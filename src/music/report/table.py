@@ -23,8 +23,8 @@ from music.report.runs import (
 
 METRICS = ["test/acc", "test/acc_seen", "test/acc_unseen", "forgetting"]
 TASK_MEAN = "test/acc_task_mean"  # the merging literature's figure: shown for per-task heads
-# shown where some run of a setting has them
-ALIGN_METRICS = [
+# shown where some run of a setting has them (alignment's; the task mean with per-task heads)
+OPTIONAL_METRICS = [
     TASK_MEAN,
     "test/acc_before_align",
     "align/kl_before",
@@ -107,7 +107,7 @@ def _theta0_row(
         "task id at test": "no",
         "memory": "–",
     }
-    for metric in METRICS + ALIGN_METRICS:
+    for metric in METRICS + OPTIONAL_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
     row |= _paired(per_seed, baseline or {}, delta)
@@ -161,7 +161,7 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
             }
             row["data"], row["task id at test"] = labels_of(first)
             row["memory"] = first.get("continual/memory", "–")  # what a continual method keeps between stages
-            for metric in METRICS + ALIGN_METRICS:
+            for metric in METRICS + OPTIONAL_METRICS:
                 row[metric], row[f"{metric} ci95"] = _stats(
                     [r[metric] for r in by_seed.values() if r.get(metric) is not None]
                 )

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from music.report.runs import setting_of
 from music.report.table import (
-    ALIGN_METRICS,
     BASELINE,
     COLLAPSED,
     METRICS,
+    OPTIONAL_METRICS,
     TASK_MEAN,
     delta_key,
     fmt,
@@ -23,7 +23,7 @@ CAPTIONS = {
 
 
 def write_csv(rows: list[dict], path: Path, baseline: str = BASELINE) -> None:
-    metrics = METRICS + ALIGN_METRICS + [delta_key(baseline)]
+    metrics = METRICS + OPTIONAL_METRICS + [delta_key(baseline)]
     columns = (
         ["setting", "method", "family", "data", "task id at test", "memory", "n", "seeds"]
         + [c for m in metrics for c in (m, f"{m} ci95")]
@@ -52,7 +52,7 @@ def markdown(
     for index, setting in enumerate(dict.fromkeys(r["setting"] for r in rows)):
         mine = [r for r in rows if r["setting"] == setting]
         per_task = "head=per_task" in setting
-        optional = [m for m in ALIGN_METRICS if any(r[m] is not None for r in mine) and (m != TASK_MEAN or per_task)]
+        optional = [m for m in OPTIONAL_METRICS if any(r[m] is not None for r in mine) and (m != TASK_MEAN or per_task)]
         shown = METRICS + optional
         collapsed = any(r[COLLAPSED] is not None for r in mine)
         header = [
