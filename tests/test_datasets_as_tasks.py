@@ -208,3 +208,18 @@ def test_a_wrong_tree_exits_2_from_the_command_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: data.root=")
+
+
+def test_an_image_folder_without_its_root_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "data=image_folder", "logger=none"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: data.root=??? is not allowed: it has no default, set it (data.root=…)"
+    )

@@ -1,6 +1,7 @@
 """Errors a user can fix: the entry point prints their one-line message and exits with status 2."""
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ def one_line_errors() -> Iterator[None]:
     like the project's own refusals in a job, as one line and exit status 2, instead of several lines and status 1.
     HYDRA_FULL_ERROR=1 still shows every traceback."""
     from hydra.errors import CompactHydraException
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ[TRACEBACK_ENV] = "1" if wanted else "0"
@@ -73,6 +75,13 @@ def one_line_errors() -> Iterator[None]:
         if wanted:
             raise
         print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as error:  # a `???` left unset (data.root, …)
+        if wanted:
+            raise
+        found = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
+        key = found.group(1) if found else "a setting"
+        print(f"error: {key}=??? is not allowed: it has no default, set it ({key}=…)", file=sys.stderr)
         raise SystemExit(2) from None
     except MusicError as error:  # in the launching process: sbatch's refusal, or a Slurm job's handed back
         if wanted:

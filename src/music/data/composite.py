@@ -93,6 +93,9 @@ def resolve_dataset_tasks(cfg: DictConfig) -> None:
     from music.data.sources import dataset_spec
 
     pretrain = cfg.data.pretrain.get("data")
+    if pretrain is not None and cfg.data.pretrain.classes is not None:
+        why = "null with data.pretrain.data (θ0 trains on every class of that dataset)"
+        raise ConfigError("data.pretrain.classes", shown(cfg.data.pretrain.classes), why)
     found = dataset_tasks(cfg.tasks, cfg.data.name, pretrain)
     if found is None:
         return
@@ -102,9 +105,6 @@ def resolve_dataset_tasks(cfg: DictConfig) -> None:
         cfg.data.name = name
         cfg.tasks = tasks
         if pretrain is not None:
-            if cfg.data.pretrain.classes is not None:
-                why = "null with data.pretrain.data (θ0 trains on every class of that dataset)"
-                raise ConfigError("data.pretrain.classes", shown(cfg.data.pretrain.classes), why)
             cfg.data.pretrain.classes = list(range(dataset_spec(pretrain).classes))
 
 

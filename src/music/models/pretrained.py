@@ -169,7 +169,7 @@ class Clip(Network):
         except (RuntimeError, OSError) as error:  # a file it cannot load, an unknown tag, the hub out of reach
             if pretrained and Path(pretrained).is_file():
                 raise ConfigError("model.net.pretrained", pretrained, f"{name} weights ({first_line(error)})") from None
-            if "Pretrained weights" in str(error) and "not found" in str(error):
+            if "not a known tag" in str(error) or ("Pretrained weights" in str(error) and "not found" in str(error)):
                 tags = ", ".join(tag for model_name, tag in open_clip.list_pretrained() if model_name == name)
                 raise ConfigError("model.net.pretrained", pretrained, f"a file or one of: {tags}") from None
             raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name, pretrained)) from None
