@@ -2,6 +2,7 @@
 SVHN's .mat files, in torchvision's layouts), real Fashion-MNIST, composed configs."""
 
 import gzip
+import json
 import os
 import struct
 from pathlib import Path
@@ -145,3 +146,40 @@ def make_cfg(tmp_path: Path, data_dir: Path, *overrides: str, cache_dir: Path | 
 
 
 FAST = ["pretrain.epochs=2", "finetune.epochs=1", "data.batch_size=64", "merge.lambdas=[0.0,0.5,1.0]"]
+
+
+# A tiny OpenCLIP architecture for the tests (registered under its file's name, music-tiny-clip).
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    """timm's test_vit as .safetensors and .pth, and a tiny OpenCLIP model (its config JSON and its weights)."""
+    import open_clip
+    import timm
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(7)
+    vit = timm.create_model("test_vit", pretrained=False)
+    save_file(vit.state_dict(), folder / "test_vit.safetensors")
+    torch.save(vit.state_dict(), folder / "test_vit.pth")
+    config = folder / "music-tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(config))
+    clip = open_clip.create_model("music-tiny-clip")
+    torch.save(
+        {"epoch": 1, "state_dict": clip.state_dict()}, folder / "tiny_clip.pt"
+    )  # an OpenCLIP training checkpoint
+    return {
+        "vit": folder / "test_vit.safetensors",
+        "vit_pth": folder / "test_vit.pth",
+        "clip_config": config,
+        "clip": folder / "tiny_clip.pt",
+        "vit_state": vit.state_dict(),
+        "clip_state": clip.state_dict(),
+    }

@@ -4,7 +4,7 @@ benchmarks/gpu_check.py on a lent GPU."""
 import pytest
 import torch
 
-from conftest import FAST, make_cfg
+from conftest import FAST, make_cfg, write_mnist_files
 from music.data.augment import AugmentSettings, BatchAugment
 from music.data.sources import DATASETS
 
@@ -34,3 +34,37 @@ def test_augmentation_draws_on_the_gpu_and_repeats_with_its_seed():
     a, b = (BatchAugment(settings, DATASETS["cifar10"], seed=3) for _ in range(2))
     first = a(x)
     assert first.is_cuda and torch.equal(first, b(x)) and not torch.equal(first, a(x))
+
+
+@pytest.mark.parametrize("backbone", ["timm", "clip"])
+def test_a_pretrained_backbone_runs_on_the_gpu_and_matches_the_cpu(tmp_path, fashion_dir, weights, backbone):
+    """The input adapter's resize and normalisation on the device, datasets as tasks with per-task heads: task
+    arithmetic on the GPU gives the CPU's figures within a few test images."""
+    from music.run import run
+
+    if backbone == "timm":
+        model = ["model=timm", "model.net.name=test_vit", f"model.net.weights={weights['vit']}"]
+    else:
+        model = [
+            "model=clip",
+            "model.net.name=music-tiny-clip",
+            f"model.net.pretrained={weights['clip']}",
+            f"model.net.model_config={weights['clip_config']}",
+            "finetune.train=features",
+        ]
+    digits = write_mnist_files(tmp_path / "digits", per_class_train=40, per_class_test=10)
+    common = [
+        "experiment=task_arithmetic",
+        "tasks=[{data:fashion_mnist,classes:[0,1,2]},mnist]",
+        "model.head=per_task",
+        "pretrain=none",
+        *model,
+        *FAST,
+    ]
+    figures = {
+        device: run(make_cfg(tmp_path / device, digits, *common, f"trainer={device}", cache_dir=tmp_path / device))
+        for device in ("gpu", "cpu")
+    }
+    assert figures["gpu"]["dataset"] == "fashion_mnist+mnist"
+    assert abs(figures["gpu"]["test/acc_task_mean"] - figures["cpu"]["test/acc_task_mean"]) < 0.03
+    assert figures["gpu"]["theta0/test/acc"] == pytest.approx(figures["cpu"]["theta0/test/acc"], abs=0.01)

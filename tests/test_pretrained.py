@@ -2,7 +2,6 @@
 test model saved as .safetensors and .pth, a tiny OpenCLIP model from a config JSON saved as OpenCLIP saves state
 dicts; the input adapter and the zero-shot head against values computed here; the offline error; runs end to end."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import open_clip  # the dev extras install both: a missing one fails here, never skips
 import pytest
-import timm
 import torch
 
 from conftest import ROOT, make_cfg, write_mnist_files, write_svhn_files
@@ -19,40 +17,8 @@ from music.errors import ConfigError
 from music.models.pretrained import CLIP_TEMPLATE, Clip, InputAdapter, Timm
 from music.run import run
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 EXPERIMENTS = "task_arithmetic,ties,tsv,sequential"
 SMALL = ["finetune.epochs=1", "data.batch_size=64", "merge.lambdas=[0.0,0.5,1.0]", "pretrain=none"]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict[str, Path]:
-    """timm's test_vit as .safetensors and .pth, and a tiny OpenCLIP model (its config JSON and its weights)."""
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(7)
-    vit = timm.create_model("test_vit", pretrained=False)
-    save_file(vit.state_dict(), folder / "test_vit.safetensors")
-    torch.save(vit.state_dict(), folder / "test_vit.pth")
-    config = folder / "music-tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(str(config))
-    clip = open_clip.create_model("music-tiny-clip")
-    torch.save(
-        {"epoch": 1, "state_dict": clip.state_dict()}, folder / "tiny_clip.pt"
-    )  # an OpenCLIP training checkpoint
-    return {
-        "vit": folder / "test_vit.safetensors",
-        "vit_pth": folder / "test_vit.pth",
-        "clip_config": config,
-        "clip": folder / "tiny_clip.pt",
-        "vit_state": vit.state_dict(),
-        "clip_state": clip.state_dict(),
-    }
 
 
 @pytest.fixture(scope="module")
