@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, make_cfg, write_mnist_files, write_svhn_files
 from music.data.sources import dataset_spec
 from music.errors import ConfigError
-from music.models.pretrained import CLIP_TEMPLATE, Clip, InputAdapter, Timm
+from music.models.pretrained import Clip, InputAdapter, Timm
 from music.run import run
 
 EXPERIMENTS = "task_arithmetic,ties,tsv,sequential"
@@ -58,10 +58,15 @@ def test_clip_loads_its_checkpoint_and_starts_zero_shot(weights):
         assert torch.equal(value, weights["clip_state"][f"visual.{key}"]), key
     reference = open_clip.create_model("music-tiny-clip")
     reference.load_state_dict(weights["clip_state"])
-    tokens = open_clip.get_tokenizer("music-tiny-clip")([CLIP_TEMPLATE.format(c) for c in spec.names])
-    with torch.no_grad():
-        text = reference.encode_text(tokens)
-        expected = text / text.norm(dim=-1, keepdim=True) * reference.logit_scale.exp()
+    tokenizer = open_clip.get_tokenizer("music-tiny-clip")
+    with torch.no_grad():  # per class: its prompts' normalised embeddings averaged, normalised, × logit scale
+        rows = []
+        for c, name in enumerate(spec.names):
+            assert spec.class_prompts()[c][0] == f"a photo of a {name}."
+            text = reference.encode_text(tokenizer(list(spec.class_prompts()[c])))
+            mean = (text / text.norm(dim=-1, keepdim=True)).mean(0)
+            rows.append(mean / mean.norm())
+        expected = torch.stack(rows) * reference.logit_scale.exp()
     assert torch.allclose(net.head.weight, expected, atol=1e-5) and not net.head.bias.any()
     # the network's logits are CLIP's: scaled cosines of the image and class-name embeddings
     images = torch.randn(3, 1, 28, 28)
@@ -83,6 +88,12 @@ def test_a_weights_file_of_another_network_is_one_line(tmp_path, weights):
     with pytest.raises(ConfigError, match="model.net.pretrained=.* is not allowed: music-tiny-clip weights") as error:
         Clip(10, [1, 28, 28], dataset_spec("mnist"), "music-tiny-clip", str(tmp_path / "other.safetensors"))
     assert "\n" not in str(error.value)
+
+
+def test_each_part_of_a_composite_keeps_its_own_prompts():
+    prompts = dataset_spec("mnist+cifar10").class_prompts()
+    assert prompts[3] == ('a photo of the number: "3".',)
+    assert len(prompts[13]) == 10 and prompts[13][1] == "a blurry photo of a cat."
 
 
 def test_unknown_names_are_one_line():

@@ -1,4 +1,21 @@
-"""The datasets' class names, in label order: what CLIP's zero-shot head reads (music.models.pretrained)."""
+"""The datasets' class names, in label order, and the prompt templates CLIP's zero-shot head fills with them
+(music.models.pretrained): OpenAI CLIP's for MNIST and SVHN (the number template) and a subset of its CIFAR set, the
+task-arithmetic papers' source; one generic template elsewhere."""
+
+GENERIC_PROMPTS = ("a photo of a {}.",)
+DIGIT_PROMPTS = ('a photo of the number: "{}".',)
+PHOTO_PROMPTS = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+)
 
 DIGITS = tuple("0123456789")
 FASHION_MNIST = (

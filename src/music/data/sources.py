@@ -1,9 +1,9 @@
-"""Where the images come from, and what each dataset is: its declaration (classes, image shape, normalisation) and
-the reader of its real on-disk format (IDX files, CIFAR's pickled batches, SVHN's .mat files), downloaded through
-torchvision when missing."""
+"""Where the images come from, and what each dataset is: its declaration (classes, image shape, normalisation, class
+names, augmentation) and the reader of its real on-disk format (music.data.readers), downloaded through torchvision when
+missing; composites of datasets (music.data.composite) and image folders (music.data.image_folder) declare themselves
+from their parts and their tree."""
 
 import logging
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,97 +11,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from music.data import class_names as names
 from music.data import composite, image_folder
-from music.data.idx import read_idx
+from music.data.readers import Splits, read_cifar_folder, read_idx_folder, read_svhn_folder
 from music.errors import ConfigError, DataError, MusicError
 
 log = logging.getLogger(__name__)
-
-Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]  # {'train': (uint8 images N×C×H×W, int64 labels), 'test': …}
-
-
-def _find(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _checked(
-    where: Path, images: torch.Tensor, labels: torch.Tensor, classes: int, shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if images.dim() != 4 or labels.dim() != 1 or tuple(images.shape[1:]) != shape:
-        raise DataError(
-            f"{where}: expected N×{'×'.join(map(str, shape))} images and N labels, "
-            f"got {list(images.shape)} and {list(labels.shape)}"
-        )
-    if len(images) != len(labels):
-        raise DataError(f"{where}: {len(labels)} labels for {len(images)} images")
-    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
-        raise DataError(f"{where}: labels {int(labels.min())}..{int(labels.max())} outside 0..{classes - 1}")
-    return images.contiguous(), labels.long()
-
-
-def read_idx_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
-    """The MNIST family: four IDX files (plain or .gz) in one folder, or None if any is missing."""
-    found = {split: [_find(folder, name) for name in names] for split, names in spec.files.items()}
-    if any(p is None for paths in found.values() for p in paths):
-        return None
-    return {
-        split: _checked(images, read_idx(images).unsqueeze(1), read_idx(labels), spec.classes, spec.shape)
-        for split, (images, labels) in found.items()
-    }
-
-
-def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(
-                f, encoding="latin1"
-            )  # written by Python 2: its str keys read as str, as torchvision reads them
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
-        raise DataError(f"{path}: cannot read a CIFAR batch ({e})") from None
-
-
-def read_cifar_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
-    """CIFAR-10/100 as python-pickled batches (rows of 3072 bytes, channel-major; labels under 'labels' or
-    'fine_labels'), or None if any batch is missing."""
-    paths = {split: [folder / name for name in names] for split, names in spec.files.items()}
-    if not all(p.is_file() for names in paths.values() for p in names):
-        return None
-    out = {}
-    for split, files in paths.items():
-        batches = [_unpickle(p) for p in files]
-        key = "fine_labels" if "fine_labels" in batches[0] else "labels"
-        try:
-            data = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, *spec.shape) for b in batches])
-            labels = torch.cat([torch.as_tensor(b[key], dtype=torch.long) for b in batches])
-        except (KeyError, RuntimeError, TypeError) as e:
-            raise DataError(f"{files[0]}: not a CIFAR batch of {'×'.join(map(str, spec.shape))} images ({e})") from None
-        out[split] = _checked(files[0], data, labels, spec.classes, spec.shape)
-    return out
-
-
-def read_svhn_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
-    """SVHN's cropped digits as MATLAB files (X: 32×32×3×N, y: N×1 with 10 meaning the digit 0), or None if missing."""
-    paths = {split: folder / names[0] for split, names in spec.files.items()}
-    if not all(p.is_file() for p in paths.values()):
-        return None
-    from scipy.io import loadmat  # only SVHN needs it
-
-    out = {}
-    for split, path in paths.items():
-        try:
-            mat = loadmat(path)
-            images = torch.from_numpy(mat["X"]).permute(3, 2, 0, 1)
-            labels = torch.from_numpy(mat["y"].astype("int64")).reshape(-1) % 10  # SVHN labels the digit 0 as 10
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not an SVHN .mat file ({e})") from None
-        out[split] = _checked(path, images, labels, spec.classes, spec.shape)
-    return out
 
 
 @dataclass(frozen=True)
@@ -127,6 +42,7 @@ class DatasetSpec:
     augment: tuple[int, bool] = (0, False)
     class_names: tuple[str, ...] = ()  # what CLIP's zero-shot head reads (); (): the class ids
     parts: tuple[str, ...] = ()  # a composite's datasets (music.data.composite), in label order
+    prompts: tuple[str, ...] = names.GENERIC_PROMPTS  # CLIP's prompt templates for its classes, "{}" the class name
 
     @property
     def name(self) -> str:
@@ -136,6 +52,13 @@ class DatasetSpec:
     def names(self) -> tuple[str, ...]:
         return self.class_names or tuple(str(c) for c in range(self.classes))
 
+    def class_prompts(self) -> tuple[tuple[str, ...], ...]:
+        """Per class, its prompts for CLIP's zero-shot head: each template of its dataset filled with its name (a
+        composite's classes keep their own dataset's templates)."""
+        if self.parts:
+            return tuple(prompts for part in self.parts for prompts in dataset_spec(part).class_prompts())
+        return tuple(tuple(template.format(name) for template in self.prompts) for name in self.names)
+
 
 _IDX = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -144,7 +67,14 @@ _IDX = {
 _GREY = {"shape": (1, 28, 28), "read": read_idx_folder, "files": _IDX, "kind": "IDX files (plain or .gz)"}
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
-        "MNIST", 10, mean=(0.1307,), std=(0.3081,), folder="MNIST/raw", class_names=names.DIGITS, **_GREY
+        "MNIST",
+        10,
+        mean=(0.1307,),
+        std=(0.3081,),
+        folder="MNIST/raw",
+        class_names=names.DIGITS,
+        prompts=names.DIGIT_PROMPTS,
+        **_GREY,
     ),
     "fashion_mnist": DatasetSpec(
         "FashionMNIST",
@@ -173,6 +103,7 @@ DATASETS: dict[str, DatasetSpec] = {
         title="CIFAR-10",
         augment=(4, True),
         class_names=names.CIFAR10,
+        prompts=names.PHOTO_PROMPTS,
     ),
     "cifar100": DatasetSpec(
         "CIFAR100",
@@ -187,6 +118,7 @@ DATASETS: dict[str, DatasetSpec] = {
         title="CIFAR-100",
         augment=(4, True),
         class_names=names.CIFAR100,
+        prompts=names.PHOTO_PROMPTS,
     ),
     "svhn": DatasetSpec(
         "SVHN",
@@ -201,6 +133,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ({"split": "train"}, {"split": "test"}),
         augment=(4, False),  # crops, no flips: a flipped digit is another glyph
         class_names=names.DIGITS,
+        prompts=names.DIGIT_PROMPTS,
     ),
 }
 

@@ -24,8 +24,6 @@ from music.data.sources import DatasetSpec
 from music.errors import ConfigError
 from music.models.networks import Network
 
-CLIP_TEMPLATE = "a photo of a {}."  # one template for every dataset (the papers average dataset-specific sets)
-
 
 class InputAdapter(nn.Module):
     """The run's images → the backbone's input: pixel scale, three channels, its size, its normalisation."""
@@ -142,7 +140,8 @@ class Timm(Network):
 
 class Clip(Network):
     """OpenCLIP's image tower, its features L2-normalised as CLIP compares them, and a linear head: zero-shot (each
-    class's row the normalised mean text embedding of its name in CLIP_TEMPLATE, times CLIP's logit scale; bias 0)
+    class's row the normalised mean of the normalised text embeddings of its prompts — its dataset's templates filled
+    with its name, DatasetSpec.class_prompts — times CLIP's logit scale; bias 0)
     or random."""
 
     def __init__(
@@ -180,7 +179,8 @@ class Clip(Network):
         self.head = nn.Linear(open_clip.get_model_config(name)["embed_dim"], num_classes)
         if head_init == "zeroshot":
             with torch.no_grad():
-                self.head.weight.copy_(_zeroshot(name, pretrained, dataset.names) * model.logit_scale.exp())
+                prompts = dataset.class_prompts()
+                self.head.weight.copy_(_zeroshot(name, pretrained, prompts) * model.logit_scale.exp())
                 self.head.bias.zero_()
 
     @staticmethod
@@ -197,9 +197,12 @@ class Normalize(nn.Module):
 
 @lru_cache(maxsize=4)
 @torch.no_grad()
-def _zeroshot(name: str, pretrained: str | None, class_names: tuple[str, ...]) -> Tensor:
-    """Per class, CLIP's text embedding of its name in CLIP_TEMPLATE, L2-normalised (classes × embedding)."""
+def _zeroshot(name: str, pretrained: str | None, prompts: tuple[tuple[str, ...], ...]) -> Tensor:
+    """Per class, the mean of its prompts' L2-normalised text embeddings, L2-normalised (classes × embedding): how
+    CLIP's authors build a zero-shot classifier from several templates."""
     import open_clip
 
-    tokens = open_clip.get_tokenizer(name)([CLIP_TEMPLATE.format(c) for c in class_names])
-    return F.normalize(_clip_model(name, pretrained).encode_text(tokens), dim=-1)
+    flat = [prompt for mine in prompts for prompt in mine]
+    embedded = F.normalize(_clip_model(name, pretrained).encode_text(open_clip.get_tokenizer(name)(flat)), dim=-1)
+    per_class = embedded.split([len(mine) for mine in prompts])
+    return F.normalize(torch.stack([e.mean(0) for e in per_class]), dim=-1)
