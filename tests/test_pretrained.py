@@ -159,12 +159,14 @@ def test_merges_and_sequential_run_end_to_end_on_a_pretrained_backbone(tmp_path,
 
 
 def test_finetune_train_keeps_the_frozen_part_as_theta0(tmp_path, digits_dir):
+    """With BatchNorm in the features: a linear probe (train=head) keeps their running statistics as θ0's too."""
     for part, frozen in (("head", "features."), ("features", "head.")):
         cfg = make_cfg(
             tmp_path / part,
             digits_dir,
             "experiment=individual",
             "data=mnist",
+            "model=cnn_bn",
             "tasks=[[0,1],[2,3]]",
             f"finetune.train={part}",
             *SMALL[:3],

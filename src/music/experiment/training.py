@@ -98,8 +98,11 @@ class Training:
         # finetune.train: the parts a fine-tune trains (θ0 trains all of them); a linearized model's own network only,
         # never its expansion point
         trains = "all" if stage == "pretrain" else ctx.cfg.finetune.get("train", "all")
-        for name, parameter in (net.net if isinstance(net, LinearizedNet) else net).named_parameters():
+        own = net.net if isinstance(net, LinearizedNet) else net
+        for name, parameter in own.named_parameters():
             parameter.requires_grad_(trains == "all" or name.startswith(f"{trains}."))
+        if trains == "head":  # a linear probe: the frozen features' BatchNorm statistics (and dropout) stay θ0's too
+            own.features.eval()  # Lightning keeps each submodule's mode through fit
         if ctx.cfg.model.get(
             "channels_last", False
         ):  # conv nets on a GPU: NHWC kernels (the weights here, batches below)
