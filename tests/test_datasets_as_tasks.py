@@ -207,7 +207,7 @@ def test_a_wrong_tree_exits_2_from_the_command_line(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: data.root=")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: data.root="), result.stderr[-2000:]
 
 
 def test_an_image_folder_without_its_root_is_one_line(tmp_path):
@@ -219,7 +219,18 @@ def test_an_image_folder_without_its_root_is_one_line(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    assert (
-        result.stderr.strip().splitlines()[-1]
-        == "error: data.root=??? is not allowed: it has no default, set it (data.root=…)"
-    )
+    assert result.stderr == "error: data.root=??? is not allowed: it has no default, set it (data.root=…)\n"
+
+
+@pytest.mark.parametrize(
+    ("bad", "line"),
+    [
+        ("data.image_size=4", "error: data.image_size=4 is not allowed: an integer in [8, 1024]\n"),
+        ("data.test_fraction=1.5", "error: data.test_fraction=1.5 is not allowed: a number in (0, 1)\n"),
+    ],
+)
+def test_an_image_folders_settings_are_refused_before_its_tree_is_read(tmp_path, bad, line):
+    """The tree (no such folder here) would be read by the default tasks' resolver: the settings come first."""
+    command = [sys.executable, str(ROOT / "train.py"), "data=image_folder", f"data.root={tmp_path / 'nowhere'}", bad]
+    result = subprocess.run([*command, "logger=none"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr == line

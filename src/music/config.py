@@ -132,7 +132,8 @@ def validate_with_data(cfg: DictConfig, split: Split) -> None:
 
 
 def _check_checkpoint(checkpoint, net: torch.nn.Module) -> None:
-    """`pretrain.checkpoint`: null, or a file that loads into the configured network (read once here, before any work)."""
+    """`pretrain.checkpoint`: null, or a file that loads into the configured network (tried here, before any work;
+    Artifacts.theta0 reads it again when θ0 is needed)."""
     if checkpoint is None:
         return
     allowed = f"null (train θ0) or a .safetensors or Lightning .ckpt file of the configured {type(net).__name__}"
@@ -169,8 +170,8 @@ def validate(cfg: DictConfig, strategies) -> None:
         if cfg.trainer.get(key) not in (None, -1):
             why = "a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares"
             raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), f"null; {why}")
+    check_declared("data", cfg.data)  # first: they spell the dataset's name (an image folder's size, …)
     classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
-    check_declared("data", cfg.data)
     _check_tasks(cfg, classes)
     _check_align(cfg)
     check("model.channels_last", cfg.model.get("channels_last", False), bool)

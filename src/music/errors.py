@@ -11,6 +11,11 @@ from contextlib import contextmanager
 TRACEBACK_ENV = "MUSIC_TRACEBACK"
 
 
+def first_line(text: str, default: str = "") -> str:
+    """The first non-empty line of `text`, stripped: what a one-line refusal quotes of a library's own words."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), default)
+
+
 class MusicError(Exception):
     """Base of every error caused by the user's input (config, data files, cache)."""
 
@@ -57,6 +62,13 @@ def hydra_error_line(error: Exception) -> str:
     return ": ".join(lines)
 
 
+def unset_line(error: Exception) -> str:
+    """The one line for a `???` left unset (OmegaConf's MissingMandatoryValue, or an interpolation to one)."""
+    found = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
+    key = found.group(1) if found else "a setting"
+    return f"{key}=??? is not allowed: it has no default, set it ({key}=…)"
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Around `@hydra.main`: what Hydra refuses before a job starts (an unknown config name, a key that does not exist,
@@ -79,9 +91,7 @@ def one_line_errors() -> Iterator[None]:
     except (MissingMandatoryValue, InterpolationToMissingValueError) as error:  # a `???` left unset (data.root, …)
         if wanted:
             raise
-        found = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
-        key = found.group(1) if found else "a setting"
-        print(f"error: {key}=??? is not allowed: it has no default, set it ({key}=…)", file=sys.stderr)
+        print(f"error: {unset_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     except MusicError as error:  # in the launching process: sbatch's refusal, or a Slurm job's handed back
         if wanted:

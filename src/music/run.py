@@ -7,15 +7,17 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from music.atomic import unwritable
 from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
 from music.data.composite import resolve_dataset_tasks
-from music.errors import ConfigError, MusicError, traceback_wanted
+from music.errors import ConfigError, MusicError, traceback_wanted, unset_line
 from music.experiment import Run
 from music.launching import claim_device
+from music.settings import check_declared
 from music.strategies import STRATEGIES
 from music.tracking import (
     close_loggers,
@@ -75,6 +77,9 @@ def theta0_figures(run: Run) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
+    # the data group's settings first: they spell the dataset's name, which the tasks' resolver reads (an image folder:
+    # its tree, read before a bad image size or test fraction would otherwise be refused)
+    check_declared("data", cfg.data)
     resolve_dataset_tasks(cfg)  # tasks that name datasets: their composite becomes the run's dataset
     validate(cfg, STRATEGIES)
     output_dir = Path(cfg.paths.output_dir)
@@ -135,9 +140,10 @@ def main(cfg: DictConfig) -> float | None:
     claim_pool_device(cfg)
     try:
         metrics = run(cfg)
-    except MusicError as e:
+    # a `???` left unset surfaces in the job too: caught here, or Hydra prints a line of its own before the error's
+    except (MusicError, MissingMandatoryValue, InterpolationToMissingValueError) as e:
         if traceback_wanted():
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e if isinstance(e, MusicError) else unset_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     return metrics.get(cfg.optimized_metric)
