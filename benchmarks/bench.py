@@ -38,7 +38,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from music.cache import ArtifactCache
-from music.data.augment import AugmentSettings, BatchAugment
+from music.data.augment import training_augment
 from music.experiment import Run
 from music.experiment.training import quiet_lightning
 from music.instantiation import build_network
@@ -50,6 +50,8 @@ from music.run import load_data
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_TO_HEAD = "pretrain,individual,merged,sequential,task_arithmetic,ties,dare,ft_classifier"
+# the ResNet-18 epoch figure: as CIFAR trains, crops and flips on the device in both paths (bench, gpu_check)
+RESNET_EPOCH = ("model=resnet18", "augment=crop_flip")
 TARGETS = {
     "epoch_ratio": 1.2,
     "head_to_head_cold_s": 30.0,
@@ -133,12 +135,6 @@ def plain_epoch(net, images, labels, batch_size, lr, batches: int | None = None,
     return time.perf_counter() - start
 
 
-def augmentation(cfg, data):
-    """The run's training augmentation (augment=…), or None when it is off."""
-    settings = AugmentSettings(**cfg.augment)
-    return BatchAugment(settings, data.spec, seed=0) if settings.active else None
-
-
 def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     quiet_lightning()  # as a run's training stages are
     module = Classifier(
@@ -146,7 +142,7 @@ def trainer_epoch(cfg, data, batches: int | None = None) -> float:
         instantiate(cfg.pretrain.optimizer),
         tasks=[list(t) for t in cfg.tasks],
         num_classes=data.spec.classes,
-        augment=augmentation(cfg, data),
+        augment=training_augment(cfg.augment, data.spec, seed=0),
     )
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
     trainer = instantiate(
@@ -174,7 +170,7 @@ def epoch_figures(
             cfg.data.batch_size,
             cfg.pretrain.optimizer.lr,
             batches,
-            augmentation(cfg, data),
+            training_augment(cfg.augment, data.spec, seed=0),
         ),
         "project": lambda: trainer_epoch(cfg, data, batches),
     }
@@ -363,8 +359,7 @@ def main() -> None:
     result["merge_step"] = merge_steps(args.data_dir)
     result["continual"] = continual_figures(args.data_dir, args.continual_repeats, device)
     # last: it grows this process to ~2.3 GB, which a child forked afterwards would count in its own peak memory
-    resnet = ("model=resnet18", "augment=crop_flip")  # as CIFAR trains: crops and flips, on the device in both paths
-    result["resnet18_epoch"] = epoch_figures(args.data_dir, 3, device, resnet, resnet_batches)
+    result["resnet18_epoch"] = epoch_figures(args.data_dir, 3, device, RESNET_EPOCH, resnet_batches)
     result["meets"] = {
         "epoch_ratio": result["epoch"]["ratio"] <= TARGETS["epoch_ratio"],
         "head_to_head_cold_s": result["head_to_head"]["cold_s"] <= TARGETS["head_to_head_cold_s"],

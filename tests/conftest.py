@@ -183,3 +183,17 @@ def weights(tmp_path_factory) -> dict[str, Path]:
         "vit_state": vit.state_dict(),
         "clip_state": clip.state_dict(),
     }
+
+
+def backbone_overrides(backbone: str, weights: dict[str, Path]) -> list[str]:
+    """The tests' pretrained backbones from the `weights` files: timm's test_vit (all of it fine-tunes), or the tiny
+    OpenCLIP model whose zero-shot head stays (finetune.train=features, the papers' protocol)."""
+    if backbone == "timm":
+        return ["model=timm", "model.net.name=test_vit", f"model.net.weights={weights['vit']}"]
+    return [
+        "model=clip",
+        "model.net.name=music-tiny-clip",
+        f"model.net.pretrained={weights['clip']}",
+        f"model.net.model_config={weights['clip_config']}",
+        "finetune.train=features",
+    ]

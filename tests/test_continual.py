@@ -332,13 +332,6 @@ def test_carried_optimizer_state_counts_every_stage_and_is_cached_apart(tmp_path
 # ---------- DER, DER++, ER-ACE (a memory filled step by step)
 
 
-def filled(method, images, labels, logits):
-    """`method`'s memory holding exactly these examples (capacity = their count), as training would leave it."""
-    method.buffer.add(images=images, labels=labels, logits=logits)
-    assert len(method.buffer) == len(images)
-    return method
-
-
 def test_der_adds_alpha_times_the_mse_to_the_logits_remembered():
     net = tiny_net()
     images, labels = tagged(torch.arange(6), torch.tensor([0, 1, 2, 3, 0, 1]))

@@ -169,9 +169,6 @@ def test_resnet_and_vit_run_end_to_end_on_cifar(tmp_path, tmp_path_factory, cifa
 def test_the_mammoth_preset_composes_with_each_methods_rate_and_runs_a_stage(tmp_path, cifar10_dir, name, lr):
     """sweep=seq_cifar10_mammoth on test-written CIFAR-10 files: SGD at the method's best-args rate, crop + flip, one
     shared head, θ0 from scratch; one stage of one epoch here (the preset trains 5 × 50 on a GPU)."""
-    from conftest import make_cfg
-    from music.run import run
-
     cfg = make_cfg(tmp_path, cifar10_dir, "sweep=seq_cifar10_mammoth", f"experiment={name}", "tasks=[[0,1]]",
                    "finetune.epochs=1", "model.net.width=8")  # fmt: skip
     assert cfg.finetune.optimizer._target_ == "torch.optim.SGD" and cfg.finetune.optimizer.lr == lr
@@ -183,9 +180,6 @@ def test_the_mammoth_preset_composes_with_each_methods_rate_and_runs_a_stage(tmp
 def test_channels_last_and_bf16_are_options_that_train_the_same_network(tmp_path, cifar10_dir):
     """model.channels_last (NHWC memory order) changes where numbers sit, not what is computed; trainer.precision=
     bf16-mixed (Lightning's autocast) trains in bfloat16. Off, the default, runs are as before (the golden figures)."""
-    from conftest import make_cfg
-    from music.run import run
-
     common = ["data=cifar10", "model=resnet18", "model.net.width=8", "experiment=merged", "tasks=[[0,1]]", *FAST]
     plain = run(make_cfg(tmp_path / "plain", cifar10_dir, *common))
     nhwc = run(make_cfg(tmp_path / "nhwc", cifar10_dir, *common, "model.channels_last=true"))

@@ -4,7 +4,7 @@ benchmarks/gpu_check.py on a lent GPU."""
 import pytest
 import torch
 
-from conftest import FAST, make_cfg, write_mnist_files
+from conftest import FAST, backbone_overrides, make_cfg, write_mnist_files
 from music.data.augment import AugmentSettings, BatchAugment
 from music.data.sources import DATASETS
 
@@ -42,16 +42,7 @@ def test_a_pretrained_backbone_runs_on_the_gpu_and_matches_the_cpu(tmp_path, fas
     arithmetic on the GPU gives the CPU's figures within a few test images."""
     from music.run import run
 
-    if backbone == "timm":
-        model = ["model=timm", "model.net.name=test_vit", f"model.net.weights={weights['vit']}"]
-    else:
-        model = [
-            "model=clip",
-            "model.net.name=music-tiny-clip",
-            f"model.net.pretrained={weights['clip']}",
-            f"model.net.model_config={weights['clip_config']}",
-            "finetune.train=features",
-        ]
+    model = backbone_overrides(backbone, weights)
     digits = write_mnist_files(tmp_path / "digits", per_class_train=40, per_class_test=10)
     (digits / "FashionMNIST").mkdir()
     (digits / "FashionMNIST" / "raw").symlink_to(fashion_dir)  # where a machine without Debian's copy finds it

@@ -11,14 +11,14 @@ import open_clip  # the dev extras install both: a missing one fails here, never
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg, write_mnist_files, write_svhn_files
+from conftest import FAST, ROOT, backbone_overrides, make_cfg, write_mnist_files, write_svhn_files
 from music.data.sources import dataset_spec
 from music.errors import ConfigError
 from music.models.pretrained import Clip, InputAdapter, Timm
 from music.run import run
 
 EXPERIMENTS = "task_arithmetic,ties,tsv,sequential"
-SMALL = ["finetune.epochs=1", "data.batch_size=64", "merge.lambdas=[0.0,0.5,1.0]", "pretrain=none"]
+SMALL = [*FAST[1:], "pretrain=none"]  # θ0 is the backbone
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +127,7 @@ def test_weights_not_on_disk_are_one_line_naming_the_cache_and_the_command(tmp_p
 
 @pytest.mark.parametrize("backbone", ["timm", "clip"])
 def test_merges_and_sequential_run_end_to_end_on_a_pretrained_backbone(tmp_path, weights, digits_dir, backbone):
-    if backbone == "timm":
-        model = ["model=timm", "model.net.name=test_vit", f"model.net.weights={weights['vit']}", "finetune.train=all"]
-    else:
-        model = [
-            "model=clip",
-            "model.net.name=music-tiny-clip",
-            f"model.net.pretrained={weights['clip']}",
-            f"model.net.model_config={weights['clip_config']}",
-            "finetune.train=features",
-        ]
+    model = backbone_overrides(backbone, weights)
     found = {}
     for experiment in EXPERIMENTS.split(","):
         cfg = make_cfg(
@@ -169,7 +160,7 @@ def test_finetune_train_keeps_the_frozen_part_as_theta0(tmp_path, digits_dir):
             "model=cnn_bn",
             "tasks=[[0,1],[2,3]]",
             f"finetune.train={part}",
-            *SMALL[:3],
+            *FAST[1:],
             "pretrain.epochs=1",
             cache_dir=tmp_path / "cache",
         )

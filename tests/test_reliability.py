@@ -45,16 +45,7 @@ def test_a_text_file_as_checkpoint_is_one_line_before_any_work(tmp_path, mnist_d
     text = tmp_path / name
     text.write_text(content)
     result = subprocess.run(
-        [
-            PY,
-            str(ROOT / "train.py"),
-            "experiment=merged",
-            f"data.data_dir={mnist_dir}",
-            f"pretrain.checkpoint={text}",
-            "logger=none",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+        train_command(tmp_path, mnist_dir, tmp_path / "run", "experiment=merged", f"pretrain.checkpoint={text}"),
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -1,7 +1,6 @@
 """Building what a config node describes (Hydra's instantiate) so that a setting its target refuses — torch's,
 Lightning's or Hydra's own check — is one ConfigError naming the key, before any work; and the configured network."""
 
-import importlib
 import warnings
 
 import torch
@@ -9,16 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from music.data.sources import dataset_spec
-from music.errors import ConfigError, MusicError
-from music.settings import declared_settings, shown
-
-
-def _importable(path) -> bool:
-    module, _, name = str(path).rpartition(".")
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except (ImportError, ValueError):
-        return False
+from music.errors import ConfigError, MusicError, first_line
+from music.settings import declared_settings, located, shown
 
 
 def _builds(node: dict, build) -> bool:
@@ -46,7 +37,7 @@ def _culprit(node: DictConfig, build) -> str | None:
 def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, **kwargs):
     """`call(instantiate(node, **kwargs))`; when the target refuses the settings (torch's, Lightning's or Hydra's
     own check), one ConfigError naming the key it refuses (`setting.key`) and what the target said."""
-    if not _importable(node.get("_target_")):
+    if located(node.get("_target_")) is None:
         raise ConfigError(
             f"{setting}._target_", node.get("_target_"), "an importable class or function, e.g. torch.optim.SGD"
         )
@@ -60,7 +51,7 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
         raise
     except Exception as error:
         cause = error.__cause__ or error
-        said = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        said = first_line(str(cause), type(cause).__name__)
         key = _culprit(node, build)
         where, value = (f"{setting}.{key}", shown(node[key])) if key else (setting, OmegaConf.to_container(node))
         raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None

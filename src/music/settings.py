@@ -108,14 +108,21 @@ def check_grid(setting: str, values, declared) -> None:
         raise ConfigError(setting, shown(values), f"a non-empty {allowed(list[declared]).removeprefix('a ')}")
 
 
+def located(path) -> object | None:
+    """What an import path (a `_target_`: module.name) names, or None where nothing is importable under it."""
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
 def declared_settings(target) -> dict[str, object]:
     """The settings a class or function declares in its signature: {argument: its annotation}. `target` may be the
     object or its import path (a `_target_`); one that is not importable declares nothing (instantiation says so)."""
     if isinstance(target, str):
-        module, _, name = target.rpartition(".")
-        try:
-            target = getattr(importlib.import_module(module), name)
-        except (ImportError, ValueError, AttributeError):
+        target = located(target)
+        if target is None:
             return {}
     function = target.__init__ if inspect.isclass(target) else target
     try:

@@ -28,6 +28,7 @@ from music import slurm
 from music.errors import TRACEBACK_ENV, MusicError
 
 log = logging.getLogger(__name__)
+UNREAD = object()  # the partition's offer, before sinfo was asked
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
@@ -65,9 +66,9 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
-        job_params = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        job_params, names = [], [" ".join(filter_overrides(overrides)) for overrides in job_overrides]
+        for idx, (overrides, name) in enumerate(zip(job_overrides, names), start=initial_job_idx):
+            log.info(f"\t#{idx} : {name}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         held = io.StringIO()  # what submitit prints while submitting: sbatch's complaint, echoed before it is raised
         try:
@@ -79,7 +80,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             sys.stderr.write(held.getvalue())
             raise
         sys.stderr.write(held.getvalue())
-        self.wait(jobs, [" ".join(filter_overrides(overrides)) for overrides in job_overrides])
+        self.wait(jobs, names)
         returns = [job.results()[0] for job in jobs]
         for job_return in returns:  # raised here, the sweeper does not print the job's overrides on a line first
             if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, MusicError):
@@ -91,7 +92,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         means "never", or out of the queue without a result for GRACE_S, cancels the sweep's jobs and raises the
         one-line error (the setting at fault, what the nodes offer; or the job and its log)."""
         array_id = str(jobs[0].job_id).split("_")[0]
-        offer, last, gone = None, {}, {}
+        offer, last, gone = UNREAD, {}, {}
         while waiting := [(job, name) for job, name in zip(jobs, names) if not has_result(job)]:
             queue = slurm.read_queue(array_id)
             for job, name in waiting if queue is not None else ():
@@ -109,7 +110,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 last[job.job_id] = state
                 gone.pop(job.job_id, None)  # back in the queue (requeued): its absence starts over
                 if state == "PENDING" and reason not in ("", "None"):
-                    offer = offer or slurm.read_offer(self.params.get("partition"))
+                    if offer is UNREAD:  # sinfo once: a partition it does not list stays None, not re-read each poll
+                        offer = slurm.read_offer(self.params.get("partition"))
                     problem = slurm.never_starts(reason, self.params, offer)
                     if problem:
                         self.cancel(array_id)

@@ -74,10 +74,8 @@ class Replay(ContinualMethod):
         # per group (one, or one per class when balanced): stream positions of its slots, their images and labels,
         # and how many of the group's images were seen
         self.groups: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}
-        self.images, self.labels = (
-            torch.zeros(0),
-            torch.zeros(0, dtype=torch.long),
-        )  # shaped by the first stage's images
+        # shaped by the first stage's images
+        self.images, self.labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)
         self.sampler = torch.Generator().manual_seed(0)
 
     def begin_stage(self, stage: int, net) -> None:

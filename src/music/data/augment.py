@@ -46,6 +46,12 @@ def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def training_augment(augment, spec: DatasetSpec, seed: int) -> "BatchAugment | None":
+    """The training augmentation the `augment` config group asks for, or None when it asks for none."""
+    settings = AugmentSettings(**augment)
+    return BatchAugment(settings, spec, seed) if settings.active else None
+
+
 class BatchAugment:
     """Augments training batches as `settings` say, with a generator seeded by `seed` on the batch's device."""
 

@@ -57,9 +57,8 @@ class FinetuneSettings:
 
     epochs: Positive = 1
     linearized: bool = False  # fine-tune in θ0's tangent space
-    optimizer_state: Literal["fresh", "carry"] = (
-        "fresh"  # between sequential stages: a new optimizer, or the last one's
-    )
+    # between sequential stages: a new optimizer, or the last one's
+    optimizer_state: Literal["fresh", "carry"] = "fresh"
     train: Literal["all", "features", "head"] = "all"  # which parameters a fine-tune trains (the others stay θ0's)
 
 

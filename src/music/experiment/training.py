@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from music.console import CONSOLE
-from music.data.augment import AugmentSettings, BatchAugment
+from music.data.augment import training_augment
 from music.errors import Diverged
 from music.experiment.context import Context, stage_seed
 from music.instantiation import instantiate_checked
@@ -90,9 +90,7 @@ class Training:
         ctx = self.ctx
         seed = stage_seed(ctx.cfg.seed, stage)
         seed_everything(seed)
-        settings = AugmentSettings(**ctx.cfg.augment)
-        augment_seed = stage_seed(ctx.cfg.seed, f"{stage}/augment")
-        augment = BatchAugment(settings, ctx.data.spec, augment_seed) if settings.active else None
+        augment = training_augment(ctx.cfg.augment, ctx.data.spec, stage_seed(ctx.cfg.seed, f"{stage}/augment"))
         if continual is not None and augment is not None:
             continual.augment = augment
         # finetune.train: the parts a fine-tune trains (θ0 trains all of them); a linearized model's own network only,
@@ -103,9 +101,8 @@ class Training:
             parameter.requires_grad_(trains == "all" or name.startswith(f"{trains}."))
         if trains == "head":  # a linear probe: the frozen features' BatchNorm statistics (and dropout) stay θ0's too
             own.features.eval()  # Lightning keeps each submodule's mode through fit
-        if ctx.cfg.model.get(
-            "channels_last", False
-        ):  # conv nets on a GPU: NHWC kernels (the weights here, batches below)
+        channels_last = bool(ctx.cfg.model.get("channels_last", False))
+        if channels_last:  # conv nets on a GPU: NHWC kernels (the weights here, the batches in Classifier)
             net = net.to(memory_format=torch.channels_last)
         module = Classifier(
             net,
@@ -118,7 +115,7 @@ class Training:
             continual=continual,
             optimizer_state=optimizer_state,
             augment=augment,
-            channels_last=bool(ctx.cfg.model.get("channels_last", False)),
+            channels_last=channels_last,
         )
         callbacks = self.callbacks() + list(extra_callbacks)
         bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default)

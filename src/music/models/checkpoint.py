@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from music.errors import DataError
+from music.errors import DataError, first_line
 
 PREFIX = "net."  # where Classifier keeps the network inside a Lightning checkpoint
 
@@ -23,10 +23,9 @@ def load_weights(path: str | Path, net: nn.Module) -> dict[str, torch.Tensor]:
             if any(k.startswith(PREFIX) for k in state):
                 state = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     except Exception as e:  # whatever torch's weights-only unpickler or safetensors make of a file that is not theirs
-        detail = str(e).split("WeightsUnpickler error:", 1)[
-            -1
-        ]  # torch's weights-only refusal: its reason, not its advice
-        said = next((line.strip() for line in detail.splitlines() if line.strip()), type(e).__name__)
+        # torch's weights-only refusal: its reason, not its advice
+        detail = str(e).split("WeightsUnpickler error:", 1)[-1]
+        said = first_line(detail, type(e).__name__)
         raise DataError(f"{path}: cannot read checkpoint ({type(e).__name__}: {said})") from None
     try:
         net.load_state_dict(state)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from music.data.sources import DatasetSpec
-from music.errors import ConfigError
+from music.errors import ConfigError, first_line
 from music.models.networks import Network
 
 
@@ -68,9 +68,9 @@ def _clip_model(name: str, pretrained: str | None) -> nn.Module:
     return open_clip.create_model(name, pretrained=pretrained).eval()
 
 
-def first_line(error: Exception) -> str:
+def first_sentence(error: Exception) -> str:
     """The error's type and its message's first sentence: what a one-line refusal quotes of a library's words."""
-    said = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    said = first_line(str(error))
     return f"{type(error).__name__}: {said.split('. ')[0][:160]}" if said else type(error).__name__
 
 
@@ -91,7 +91,7 @@ def _weights_missing(setting: str, value, error: Exception, fetch: str) -> Confi
     from huggingface_hub.constants import HF_HUB_CACHE
 
     allowed = (
-        f"weights that load ({first_line(error)}): with no network, fill the Hugging Face cache "
+        f"weights that load ({first_sentence(error)}): with no network, fill the Hugging Face cache "
         f"{HF_HUB_CACHE} where the network is reachable — {fetch} — or give a local weights file"
     )
     return ConfigError(setting, value, allowed)
@@ -121,7 +121,7 @@ class Timm(Network):
                 raise ConfigError("model.net.name", name, "a timm model name (timm.list_models())") from None
             if weights:
                 raise ConfigError(
-                    "model.net.weights", weights, f"a {name} weights file ({first_line(error)})"
+                    "model.net.weights", weights, f"a {name} weights file ({first_sentence(error)})"
                 ) from None
             raise _weights_missing("model.net.pretrained", pretrained, error, self.fetch(name)) from None
         if weights:
@@ -141,8 +141,7 @@ class Timm(Network):
 class Clip(Network):
     """OpenCLIP's image tower, its features L2-normalised as CLIP compares them, and a linear head: zero-shot (each
     class's row the normalised mean of the normalised text embeddings of its prompts — its dataset's templates filled
-    with its name, DatasetSpec.class_prompts — times CLIP's logit scale; bias 0)
-    or random."""
+    with its name, DatasetSpec.class_prompts — times CLIP's logit scale; bias 0) or random."""
 
     def __init__(
         self,
@@ -167,7 +166,9 @@ class Clip(Network):
             model = _clip_model(name, pretrained)
         except (RuntimeError, OSError) as error:  # a file it cannot load, an unknown tag, the hub out of reach
             if pretrained and Path(pretrained).is_file():
-                raise ConfigError("model.net.pretrained", pretrained, f"{name} weights ({first_line(error)})") from None
+                raise ConfigError(
+                    "model.net.pretrained", pretrained, f"{name} weights ({first_sentence(error)})"
+                ) from None
             if "not a known tag" in str(error) or ("Pretrained weights" in str(error) and "not found" in str(error)):
                 tags = ", ".join(tag for model_name, tag in open_clip.list_pretrained() if model_name == name)
                 raise ConfigError("model.net.pretrained", pretrained, f"a file or one of: {tags}") from None

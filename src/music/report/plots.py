@@ -146,7 +146,7 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
     colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
     items = [(label, curve, colour) for (label, curve), colour in zip(sorted(curves.items()), colours * 3)]
     panels = len(items) >= PANELS_FROM
-    columns = min(3, len(items)) if panels else 1
+    columns = 3 if panels else 1  # panels: at least PANELS_FROM of them
     rows = math.ceil(len(items) / columns) if panels else 1
     fig, axes = plt.subplots(
         rows,
@@ -158,7 +158,7 @@ def _lambda_chart(plt, curves: dict[str, dict], theta0: float | None, title: str
     )
     handles = []
     for index, (label, curve, colour) in enumerate(items):
-        ax = axes.flat[index] if panels else axes[0, 0]
+        ax = axes.flat[index if panels else 0]
         _draw_curve(ax, curve, colour)
         if panels:
             ax.set_title(textwrap.fill(label, 40), fontsize=8)

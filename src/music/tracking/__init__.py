@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from music.atomic import atomic_path
-from music.errors import ConfigError
+from music.errors import ConfigError, first_line
 
 if TYPE_CHECKING:  # a run with logger=none never imports Lightning
     from lightning.pytorch.loggers import Logger
@@ -79,10 +79,9 @@ def start_loggers(loggers: list["Logger"], hyperparams: dict) -> None:
             wandb = sys.modules.get("wandb")
             if wandb is None or not isinstance(error, wandb.errors.Error):
                 raise
-            said = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            mode = getattr(logger, "_wandb_init", {}).get("mode") or os.environ.get(
-                "WANDB_MODE", "online"
-            )  # what W&B was given
+            said = first_line(str(error), type(error).__name__)
+            # the mode W&B was given
+            mode = getattr(logger, "_wandb_init", {}).get("mode") or os.environ.get("WANDB_MODE", "online")
             raise ConfigError(
                 "logger.wandb.mode",
                 mode,
