@@ -93,7 +93,8 @@ def test_a_weights_file_of_another_network_is_one_line(tmp_path, weights):
 def test_each_part_of_a_composite_keeps_its_own_prompts():
     prompts = dataset_spec("mnist+cifar10").class_prompts()
     assert prompts[3] == ('a photo of the number: "3".',)
-    assert len(prompts[13]) == 10 and prompts[13][1] == "a blurry photo of a cat."
+    assert len(prompts[13]) == 18 and prompts[13][1] == "a blurry photo of a cat."  # task_vectors' CIFAR templates
+    assert prompts[13][-1] == "a photo of the big cat."
 
 
 def test_unknown_names_are_one_line():

@@ -1,6 +1,7 @@
 """The datasets' class names, in label order, and the prompt templates CLIP's zero-shot head fills with them
-(music.models.pretrained): OpenAI CLIP's for MNIST and SVHN (the number template) and a subset of its CIFAR set, the
-task-arithmetic papers' source; one generic template elsewhere."""
+(music.models.pretrained): OpenAI CLIP's for MNIST and SVHN (the number template) and its 18 for CIFAR-10 and
+CIFAR-100, as the task-arithmetic code spells them (mlfoundations/task_vectors, src/datasets/templates.py); one
+generic template elsewhere."""
 
 GENERIC_PROMPTS = ("a photo of a {}.",)
 DIGIT_PROMPTS = ('a photo of the number: "{}".',)
@@ -15,6 +16,14 @@ PHOTO_PROMPTS = (
     "a photo of a small {}.",
     "a photo of a big {}.",
     "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
 )
 
 DIGITS = tuple("0123456789")
