@@ -23,7 +23,10 @@ BAD = [
     ("data.pretrain.fraction=1.5", "data.pretrain.fraction=1.5", "(0, 1]"),
     ("data.pretrain.num_samples=100", "data.pretrain.num_samples=100", "exactly one of"),
     ("data.pretrain.classes=[10]", "data.pretrain.classes=[10]", "0..9"),
-    ("data.val_fraction=0", "data.val_fraction=0", "(0, 1)"),
+    ("data.val_fraction=1", "data.val_fraction=1", "[0, 1)"),
+    ("experiment=ties data.val_fraction=0", "data.val_fraction=0", "in (0, 1) with experiment=ties"),
+    ("experiment=negation data.val_fraction=0", "data.val_fraction=0", "in (0, 1) with experiment=negation"),
+    ("pretrain.target_val_acc=0.9 data.val_fraction=0", "data.val_fraction=0", "with pretrain.target_val_acc"),
     ("finetune.epochs=0", "finetune.epochs=0", "an integer in [1, inf)"),
     ("pretrain.epochs=0", "pretrain.epochs=0", "an integer in [1, inf)"),
     ("data.batch_size=0", "data.batch_size=0", "an integer in [1, inf)"),
@@ -206,11 +209,11 @@ def run_train(tmp_path, *overrides):
         # Lightning-hydra-template's habit: the epochs are the project's budget, not the Trainer's
         (
             ["trainer.max_epochs=5"],
-            "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs (θ0) or finetune.epochs",
+            "error: trainer.max_epochs=5 is not allowed: set pretrain.epochs (θ0) or finetune.epochs (every fine-tune) instead",
         ),
         (
             ["+trainer.max_epochs=5"],
-            "error: trainer.max_epochs=5 is not allowed: null; a stage trains for pretrain.epochs",
+            "error: trainer.max_epochs=5 is not allowed: set pretrain.epochs",
         ),
         (
             [
@@ -223,7 +226,8 @@ def run_train(tmp_path, *overrides):
         ),  # no single key is wrong alone: the whole node is named
         (
             ["+trainer.max_steps=100"],
-            "error: trainer.max_steps=100 is not allowed: null; a stage trains for pretrain.epochs",
+            "error: trainer.max_steps=100 is not allowed: set pretrain.epochs (θ0) or finetune.epochs (every fine-tune) instead, "
+            "trainer.max_steps stays null",
         ),
         (
             ["experiment=adamerging", "merge.steps=-1"],

@@ -119,6 +119,21 @@ def _check_pretrain_split(cfg: DictConfig, classes: int) -> None:
         check("data.pretrain.num_samples", split.num_samples, Positive)
 
 
+def _check_val_fraction(cfg: DictConfig) -> None:
+    """`data.val_fraction=0` (nothing held out, as Mammoth) only where nothing is picked on validation."""
+    if cfg.data.val_fraction != 0:
+        return
+    searches = [
+        (cfg.strategy in ("merge", "negation"), f"experiment={cfg.get('experiment_name', cfg.strategy)}"),
+        (cfg.align.method != "none", f"align={cfg.align.method}"),
+        (cfg.pretrain.get("target_val_acc") is not None, "pretrain.target_val_acc"),
+    ]
+    for searched, named in searches:
+        if searched:
+            why = "it picks λ or a knob on the held-out validation images, 0 holds none out"
+            raise ConfigError("data.val_fraction", 0, f"in (0, 1) with {named}: {why}")
+
+
 def validate_with_data(cfg: DictConfig, split: Split) -> None:
     """The checks that need the data's size, run as soon as it is loaded (before any training)."""
     if cfg.align.method != "none":
@@ -168,10 +183,12 @@ def validate(cfg: DictConfig, strategies) -> None:
             raise ConfigError(f"data.{key}", shown(cfg.data[key]), f"not set in the data group: {why}")
     for key in TRAINER_BUDGET:
         if cfg.trainer.get(key) not in (None, -1):
-            why = "a stage trains for pretrain.epochs (θ0) or finetune.epochs (every fine-tune): one budget every strategy shares"
-            raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), f"null; {why}")
+            instead = f"set pretrain.epochs (θ0) or finetune.epochs (every fine-tune) instead, trainer.{key} stays null"
+            why = "one budget every strategy shares"
+            raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), f"{instead}: {why}")
     check_declared("data", cfg.data)  # first: they spell the dataset's name (an image folder's size, …)
     classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
+    _check_val_fraction(cfg)
     _check_tasks(cfg, classes)
     _check_align(cfg)
     check("model.channels_last", cfg.model.get("channels_last", False), bool)

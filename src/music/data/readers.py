@@ -50,14 +50,39 @@ def read_idx_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
     }
 
 
+# What a CIFAR batch's pickle may name: numpy's array reconstruction (numpy 1's and 2's module names, and protocol 5's
+# buffer form) and the bytes codec Python 3 writes protocol-2 bytes with. Dicts, lists, str and ints need no name. An
+# unpickler imports and calls whatever a file names (os.system, …), so any other name refuses the file unread.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(
-                f, encoding="latin1"
-            )  # written by Python 2: its str keys read as str, as torchvision reads them
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+            # written by Python 2: its str keys read as str, as torchvision reads them
+            batch = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:  # before any of its content is used: nothing it names was called
+        raise DataError(f"{path}: not a CIFAR batch, refused before use ({e})") from None
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise DataError(f"{path}: cannot read a CIFAR batch ({e})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR batch (a {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def read_cifar_folder(folder: Path, spec: "DatasetSpec") -> Splits | None:
