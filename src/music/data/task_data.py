@@ -79,7 +79,7 @@ class TaskData:
         tasks: list[list[int]] | None = None,
         seed: int = 0,
         pretrain: dict | None = None,
-        val_fraction: Annotated[float, "(0, 1)"] = 0.1,
+        val_fraction: Annotated[float, "[0, 1)"] = 0.1,  # 0: nothing held out (a run that searches nothing)
         batch_size: Positive = 256,
         eval_batch_size: Positive = 4096,
         # data=image_folder's settings (its name spells them, music.data.image_folder reads them from it)

@@ -23,7 +23,9 @@ def summary_lines(metrics: dict, output_dir: Path) -> list[str]:
     lines = [
         f"{metrics['experiment']} · {metrics['dataset']} · {len(tasks)} task{'s' * (len(tasks) != 1)} · seed {metrics['seed']}"
     ]
-    figures = [f"test/acc {metrics['test/acc']:.4f}", f"val/acc {metrics['val/acc']:.4f}"]
+    figures = [f"test/acc {metrics['test/acc']:.4f}"]
+    if metrics.get("val/acc") is not None:  # null with data.val_fraction=0: nothing held out
+        figures.append(f"val/acc {metrics['val/acc']:.4f}")
     if metrics.get("theta0/test/acc") is not None and metrics.get("strategy") != "pretrain":
         figures.append(f"θ0 test/acc {metrics['theta0/test/acc']:.4f}")
     lines.append("  " + " · ".join(figures))
