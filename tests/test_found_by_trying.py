@@ -71,3 +71,22 @@ def test_cifar_batches_in_their_real_format_still_read(tmp_path, protocol):
     splits = read_cifar_folder(folder, dataset_spec("cifar10"))
     assert [tuple(splits[s][0].shape) for s in ("train", "test")] == [(200, 3, 32, 32), (50, 3, 32, 32)]
     assert splits["train"][1].bincount().tolist() == [20] * 10
+
+
+@pytest.mark.parametrize("cache", ["/proc/nope", "/proc/nope/cache"])
+def test_a_cache_folder_that_cannot_be_made_is_one_line_before_training(tmp_path, mnist_dir, cache):
+    """Root passes every permission bit: the check creates a probe file there (it trained θ0 first, then failed)."""
+    line = refused(train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=pretrain", f"cache.dir={cache}"), tmp_path)
+    assert line == (
+        f"error: cache.dir='{cache}' is not allowed: a folder this process can create and write "
+        "(cannot create /proc/nope: No such file or directory)"
+    )
+
+
+def test_the_writability_probe_leaves_nothing_behind(tmp_path):
+    from music.atomic import unwritable
+
+    (tmp_path / "here").mkdir()
+    assert unwritable(tmp_path / "here" / "a" / "b") is None and unwritable(tmp_path / "here") is None
+    assert list((tmp_path / "here").iterdir()) == []  # neither the probe file nor the folders made for it
+    assert unwritable("/proc/self/nope") == "cannot create /proc/self/nope: No such file or directory"

@@ -45,14 +45,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def unwritable(folder: str | Path) -> str | None:
-    """Why the folder `folder` could not be created or written to, or None when it can; creates nothing (a run that
-    stops on a bad setting leaves no trace)."""
+    """Why the folder `folder` could not be created or written to, or None when it can. Proven by doing it: permission
+    bits say nothing to root, nor about /proc, a read-only mount or a full quota. The probe file and any folder made
+    only for it are removed again (a run that stops on a bad setting leaves no trace)."""
     folder = Path(folder).absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         return f"{existing} is not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
+    created = []  # the folders this probe made, to remove again deepest first
+    try:
+        for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):
+            try:
+                missing.mkdir()
+                created.insert(0, missing)
+            except FileExistsError:  # another run made it meanwhile: theirs, left alone
+                pass
+            except OSError as e:
+                return f"cannot create {missing}: {e.strerror or e}"
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot write in {folder}: {e.strerror or e}"
+    finally:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # no longer empty: another run writes there now
+                pass
     return None
 
 
