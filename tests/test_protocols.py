@@ -2,6 +2,8 @@
 memories, memory draws seeded by the run, task-IL beside class-IL from one run, "classes seen so far" training and
 van de Ven's LwF, the paper presets."""
 
+import pytest
+import torch
 
 from conftest import FAST, make_cfg
 
@@ -18,3 +20,105 @@ def test_nothing_held_out_trains_on_every_image_and_reports_no_validation(tmp_pa
     assert len(split.union_train) == 4 * 60  # every training image of the tasks' classes (60 per class)
     metrics = run(cfg)
     assert metrics["val/acc"] is None and metrics["test/acc"] is not None
+
+
+# ---------- ER (Mammoth's stream memory) beside replay (end-of-stage memory); A-GEM's Mammoth memory; seeds
+
+
+def tagged(ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose pixels all equal their id, so a memory can be traced back to the stream it came from."""
+    return ids.float().view(-1, 1, 1, 1).expand(-1, 1, 28, 28).clone(), labels.long()
+
+
+def drive_stage(method, stage: int, ids: torch.Tensor, labels: torch.Tensor, batch: int, epochs: int = 1) -> list[int]:
+    """The hooks the Classifier and the sequential strategy call for one stage; the sizes of the batches trained on."""
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    method.begin_stage(stage, net)
+    sizes = []
+    for _ in range(epochs):
+        for chunk in torch.arange(len(ids)).split(batch):
+            x, y = method.batch(*tagged(ids[chunk], labels[chunk]))
+            sizes.append(len(x))
+    images, labels_ = tagged(ids, labels)
+    method.end_stage(stage, net, images, labels_, torch.Generator().manual_seed(stage))
+    return sizes
+
+
+def test_er_replays_from_the_first_step_a_stream_memory_where_replay_waits_for_the_stage_to_end():
+    from music.continual.er import ER
+    from music.continual.replay import Replay
+
+    ids, labels = torch.arange(100), torch.arange(100) % 2
+    er, replay = ER(memory_size=30), Replay(memory_size=30)
+    er_sizes = drive_stage(er, 0, ids, labels, batch=10, epochs=2)
+    replay_sizes = drive_stage(replay, 0, ids, labels, batch=10, epochs=2)
+    # stage 0: ER appends a memory batch from the second step on (its own task's images); replay appends nothing
+    assert er_sizes == [10] + [20] * 19 and replay_sizes == [10] * 20
+    # after stage 0 both hold 30 of the stage's images; ER's reservoir ran over the stream of 2 epochs (200 examples)
+    assert er.buffer.seen == 200 and len(er.buffer) == 30 and replay.kept() == 30
+    er_ids = er.buffer.fields["images"][:, 0, 0, 0].long()
+    replay_ids = replay.images[:, 0, 0, 0].long()
+    assert set(er_ids.tolist()) <= set(range(100)) and set(replay_ids.tolist()) <= set(range(100))
+    assert sorted(er_ids.tolist()) != sorted(replay_ids.tolist())  # two different draws
+    # stage 1: ER keeps offering every example; replay's memory changes only at the stage's end
+    drive_stage(er, 1, ids + 100, labels + 2, batch=10)
+    assert er.buffer.seen == 300
+
+
+def test_a_memory_follows_the_runs_seed():
+    from music.continual.er import ER
+
+    def memory(seed: int) -> list[int]:
+        method = ER(memory_size=20)
+        method.seed = seed
+        drive_stage(method, 0, torch.arange(200), torch.arange(200) % 2, batch=25)
+        return method.buffer.fields["images"][:, 0, 0, 0].long().tolist()
+
+    assert memory(0) == memory(0) and memory(0) != memory(1)
+
+
+def test_agem_with_mammoths_memory_keeps_a_fixed_share_per_task_and_draws_from_all_of_it():
+    from music.continual.agem import AGEM
+
+    agem = AGEM(memory_size=50, sample_size=32, memory="mammoth")
+    agem.tasks = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]  # 50 // 5 = 10 per stage
+    for stage in range(3):
+        drive_stage(agem, stage, torch.arange(100) + 100 * stage, torch.arange(100) % 2 + 2 * stage, batch=50)
+        assert [len(lb) for _, lb in agem.groups] == [10] * (stage + 1)  # earlier stages' shares are kept whole
+    x, y = agem.reference_batch()
+    assert len(y) == 30 and len(set(x[:, 0, 0, 0].tolist())) == 30  # min(32, 30) without replacement, from all
+    balanced = AGEM(memory_size=50, sample_size=32)
+    for stage in range(3):
+        drive_stage(balanced, stage, torch.arange(100) + 100 * stage, torch.arange(100) % 2 + 2 * stage, batch=50)
+    assert [len(lb) for _, lb in balanced.groups] == [17, 17, 16]  # today's: the budget split over the stages seen
+
+
+def test_er_runs_as_an_experiment_and_reports_its_memory(tmp_path, mnist_dir):
+    from music.run import run
+
+    common = [*FAST, "tasks=[[0,1],[2,3]]", "pretrain=none", "continual.memory_size=50", "data.batch_size=32"]
+    er = run(make_cfg(tmp_path / "er", mnist_dir, "experiment=er", *common))
+    again = run(make_cfg(tmp_path / "again", mnist_dir, "experiment=er", *common, "cache.enabled=false"))
+    other = run(make_cfg(tmp_path / "seed1", mnist_dir, "experiment=er", *common, "seed=1"))
+    assert er["continual/method"] == "ER" and er["continual/kept"] == 50
+    assert er["acc_matrix"] == again["acc_matrix"] and er["acc_matrix"] != other["acc_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["experiment=er", "continual.memory_size=0"], "continual.memory_size=0 is not allowed"),
+        (["experiment=er", "continual.minibatch_size=-1"], "continual.minibatch_size=-1 is not allowed"),
+        (["experiment=agem", "continual.memory=fifo"], "continual.memory='fifo' is not allowed"),
+    ],
+)
+def test_new_settings_are_refused_in_one_line(tmp_path, overrides, message):
+    from music.config import validate
+    from music.errors import ConfigError
+    from music.strategies import STRATEGIES
+
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg(tmp_path, tmp_path, *overrides), STRATEGIES)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -29,6 +29,10 @@ class ContinualMethod:
     # the training batches' augmentation (music.data.augment), set by training: a memory batch drawn for a loss term
     # is augmented as the batch is (Mammoth augments its draws); the identity when nothing augments
     augment: Callable[[Tensor], Tensor] = staticmethod(lambda x: x)
+    # set by the sequential strategy before stage 0: the run's seed (a memory's draws are seeded by it, so seeds differ
+    # and a run repeats itself) and the configured tasks (A-GEM's per-task share, the classes seen so far)
+    seed: int = 0
+    tasks: list[list[int]] = []
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
         """Stage `stage` is about to train `net` (the previous stage's model, or θ0)."""

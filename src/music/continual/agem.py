@@ -12,7 +12,14 @@ so far (each old group shrinks to a uniform subset of itself, Avalanche's Experi
 keeps as many images as Replay(memory_size) does, instead of Avalanche's patterns_per_experience per stage. The
 reference batch is drawn with a generator seeded in end_stage from the run's generator (Avalanche: a shuffled
 infinite loader), and its gradient comes from torch.autograd.grad, leaving the parameters' .grad alone (Avalanche
-runs a backward pass and zeroes the gradients before the batch's own backward). Avalanche sets no defaults:
+runs a backward pass and zeroes the gradients before the batch's own backward).
+
+`memory: mammoth` is the memory of the DER paper's A-GEM (aimagelab/mammoth, models/agem.py as first published, 2020):
+after each stage a uniform random subset of memory_size // (number of tasks) of its training images (before
+augmentation) joins the memory, which no stage shrinks, and the reference batch is `sample_size` images drawn
+uniformly without replacement from all of it (Mammoth's minibatch_size; its best args: 32), augmented as a training
+batch. Mammoth's HEAD stores the first training batch of the stage instead (its samples_per_task is left unused); the
+2020 code is the paper's. Avalanche sets no defaults:
 sample_size = 256 is the authors' MNIST value (EPS_MEM_BATCH_SIZE in facebookresearch/agem, with training batches of
 10), memory_size = 500 is Replay's budget. The reference loss is the cross-entropy over all the network's outputs (a
 per-task head's masking is the LightningModule's, not seen here).
@@ -22,7 +29,7 @@ training batch of 128 here, so A-GEM does about 3× the arithmetic of a plain st
 `continual.vs_sequential.agem`, about 2× sequential's training time on the class-incremental preset).
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,20 +53,30 @@ class AGEM(ContinualMethod):
 
     memory = "images with labels"
 
-    def __init__(self, memory_size: Annotated[int, "[1, inf)"] = 500, sample_size: Annotated[int, "[1, inf)"] = 256):
-        self.memory_size, self.sample_size = int(memory_size), int(sample_size)
+    def __init__(
+        self,
+        memory_size: Annotated[int, "[1, inf)"] = 500,
+        sample_size: Annotated[int, "[1, inf)"] = 256,
+        memory: Literal["stage_balanced", "mammoth"] = "stage_balanced",
+    ):
+        self.memory_size, self.sample_size, self.mode = int(memory_size), int(sample_size), memory
         self._reset()
 
     def _reset(self) -> None:
         self.groups: list[tuple[Tensor, Tensor]] = []  # per stage: images, labels (a uniformly random order)
-        self.sampler = torch.Generator().manual_seed(0)
+        self.sampler = torch.Generator().manual_seed(self.seed)  # reseeded by end_stage before it draws
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
         if stage == 0:  # a new sequence: an empty memory
             self._reset()
 
     def reference_batch(self) -> tuple[Tensor, Tensor]:
-        """sample_size // groups remembered samples from each group (at least one from each)."""
+        """sample_size // groups remembered samples from each group (at least one from each); with Mammoth's
+        memory, sample_size drawn from all of it."""
+        if self.mode == "mammoth":
+            images, labels = (torch.cat(part) for part in zip(*self.groups))
+            chosen = draw(min(self.sample_size, len(labels)), len(labels), self.sampler)
+            return images[chosen], labels[chosen]
         per_group = max(1, self.sample_size // len(self.groups))
         picks = [
             (images[i], labels[i])
@@ -89,7 +106,10 @@ class AGEM(ContinualMethod):
 
     def end_stage(self, stage: int, net: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> None:
         images, labels = images.detach().cpu(), labels.detach().cpu().long()
-        sizes = shares(self.memory_size, len(self.groups) + 1)
+        if self.mode == "mammoth":  # a fixed share per configured task, kept whole
+            sizes = [len(lb) for _, lb in self.groups] + [self.memory_size // max(1, len(self.tasks))]
+        else:
+            sizes = shares(self.memory_size, len(self.groups) + 1)
         order = torch.randperm(len(images), generator=generator)[: sizes[-1]]
         # a prefix of a uniformly random subset in random order is a uniformly random subset
         self.groups = [(im[:n], lb[:n]) for (im, lb), n in zip(self.groups, sizes)] + [(images[order], labels[order])]

@@ -5,8 +5,9 @@ Its tensors live on the device of the first batch added (a draw then costs no co
 a stage's cache entry, generator state included, so a cached stage continues exactly as a trained one."""
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from music.continual import ContinualMethod
 from music.continual.replay import reservoir
 
 
@@ -59,3 +60,26 @@ class StreamBuffer:
         self.generator.set_state(state["generator"].clone())
         fields = {k.removeprefix("field/"): v for k, v in state.items() if k.startswith("field/")}
         self.fields = {name: values.to(device or values.device) for name, values in fields.items()}
+
+
+class StreamMemory(ContinualMethod):
+    """A method whose memory is a StreamBuffer filled at every training step (ER, DER, DER++, ER-ACE): an empty
+    memory, seeded by the run's seed, when a sequence starts; the buffer is its state between a stage and its cache
+    entry."""
+
+    def __init__(self, memory_size: int):
+        self.memory_size = int(memory_size)
+        self.buffer = StreamBuffer(self.memory_size, self.seed)
+
+    def begin_stage(self, stage: int, net: nn.Module) -> None:
+        if stage == 0:  # a new sequence: an empty memory
+            self.buffer = StreamBuffer(self.memory_size, self.seed)
+
+    def state(self) -> dict[str, Tensor]:
+        return self.buffer.state()
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.buffer.load(state)
+
+    def kept(self) -> int:
+        return len(self.buffer)

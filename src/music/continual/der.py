@@ -16,12 +16,11 @@ from typing import Annotated
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from music.continual import ContinualMethod
-from music.continual.buffer import StreamBuffer
+from music.continual.buffer import StreamMemory
 from music.settings import Positive
 
 
-class DER(ContinualMethod):
+class DER(StreamMemory):
     """DER: keeps up to `memory_size` training images with the logits recorded when they were seen."""
 
     memory = "images with logits"
@@ -32,12 +31,8 @@ class DER(ContinualMethod):
         alpha: Annotated[float, "[0, inf)"] = 0.3,
         minibatch_size: Positive | None = None,
     ):
-        self.memory_size, self.alpha, self.minibatch_size = int(memory_size), float(alpha), minibatch_size
-        self.buffer = StreamBuffer(self.memory_size)
-
-    def begin_stage(self, stage: int, net: nn.Module) -> None:
-        if stage == 0:  # a new sequence: an empty memory
-            self.buffer = StreamBuffer(self.memory_size)
+        super().__init__(memory_size)
+        self.alpha, self.minibatch_size = float(alpha), minibatch_size
 
     def penalty(
         self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor, raw: Tensor | None = None
@@ -48,12 +43,3 @@ class DER(ContinualMethod):
             loss = self.alpha * F.mse_loss(net(drawn["images"]), drawn["logits"])
         self.buffer.add(images=x if raw is None else raw, logits=logits)  # the image as it was, the logits as seen
         return loss
-
-    def state(self) -> dict[str, Tensor]:
-        return self.buffer.state()
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.buffer.load(state)
-
-    def kept(self) -> int:
-        return len(self.buffer)

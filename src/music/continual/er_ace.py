@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from music.continual import ContinualMethod
-from music.continual.buffer import StreamBuffer
+from music.continual.buffer import StreamMemory
 from music.settings import Positive
 
 MASKED = -1e9
@@ -30,19 +29,20 @@ def asymmetric_logits(logits: Tensor, present: Tensor, largest_seen: int) -> Ten
     return logits.masked_fill(~keep, MASKED)
 
 
-class ERACE(ContinualMethod):
+class ERACE(StreamMemory):
     """ER-ACE: keeps up to `memory_size` training images with their labels."""
 
     memory = "images with labels"
 
     def __init__(self, memory_size: Positive = 500, minibatch_size: Positive | None = None):
-        self.memory_size, self.minibatch_size = int(memory_size), minibatch_size
-        self.buffer, self.stage, self.seen = StreamBuffer(self.memory_size), 0, torch.zeros(0, dtype=torch.long)
+        super().__init__(memory_size)
+        self.minibatch_size, self.stage, self.seen = minibatch_size, 0, torch.zeros(0, dtype=torch.long)
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
+        super().begin_stage(stage, net)
         self.stage = stage
-        if stage == 0:  # a new sequence: an empty memory, nothing seen
-            self.buffer, self.seen = StreamBuffer(self.memory_size), torch.zeros(0, dtype=torch.long)
+        if stage == 0:  # a new sequence: nothing seen
+            self.seen = torch.zeros(0, dtype=torch.long)
 
     def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
         present = y.unique()
@@ -62,11 +62,8 @@ class ERACE(ContinualMethod):
         return loss
 
     def state(self) -> dict[str, Tensor]:
-        return self.buffer.state() | {"seen_classes": self.seen}
+        return super().state() | {"seen_classes": self.seen}
 
     def load_state(self, state: dict[str, Tensor]) -> None:
         self.seen = state["seen_classes"].clone()
-        self.buffer.load({k: v for k, v in state.items() if k != "seen_classes"})
-
-    def kept(self) -> int:
-        return len(self.buffer)
+        super().load_state({k: v for k, v in state.items() if k != "seen_classes"})

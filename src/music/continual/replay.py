@@ -76,7 +76,7 @@ class Replay(ContinualMethod):
         self.groups: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}
         # shaped by the first stage's images
         self.images, self.labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)
-        self.sampler = torch.Generator().manual_seed(0)
+        self.sampler = torch.Generator().manual_seed(self.seed)  # reseeded by end_stage before it draws
 
     def begin_stage(self, stage: int, net) -> None:
         if stage == 0:  # a new sequence: an empty memory

@@ -236,7 +236,11 @@ class Artifacts:
     def continual_method(self) -> ContinualMethod | None:
         """The configured continual-learning method (`continual=<name>`), or None for plain fine-tuning."""
         node = self.ctx.cfg.get("continual")
-        return instantiate_checked("continual", node) if node and "_target_" in node else None
+        if not (node and "_target_" in node):
+            return None
+        method = instantiate_checked("continual", node)
+        method.seed, method.tasks = int(self.ctx.cfg.seed), self.ctx.tasks  # its memory's draws follow the run's seed
+        return method
 
     def sequential_states(self, method: ContinualMethod | None) -> list[State]:
         """θ_1 … θ_T: θ0 fine-tuned on task 1, then 2, … in config order, under the continual method's hooks.
