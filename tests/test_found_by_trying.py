@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT, write_cifar_files
-from music.data.readers import read_cifar_folder
-from music.data.sources import dataset_spec
+from music.data.sources import load_dataset
 
 
 def train(tmp_path, *overrides, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -68,7 +67,7 @@ def test_cifar_batches_in_their_real_format_still_read(tmp_path, protocol):
         batch = pickle.dumps(pickle.loads(path.read_bytes()), protocol=2 if protocol == "numpy 1" else protocol)
         # the real files were written with numpy 1, whose arrays name numpy.core (numpy 2: numpy._core)
         path.write_bytes(batch.replace(b"numpy._core.", b"numpy.core.") if protocol == "numpy 1" else batch)
-    splits = read_cifar_folder(folder, dataset_spec("cifar10"))
+    splits = load_dataset("cifar10", folder, download=False)
     assert [tuple(splits[s][0].shape) for s in ("train", "test")] == [(200, 3, 32, 32), (50, 3, 32, 32)]
     assert splits["train"][1].bincount().tolist() == [20] * 10
 
@@ -90,3 +89,33 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
     assert unwritable(tmp_path / "here" / "a" / "b") is None and unwritable(tmp_path / "here") is None
     assert list((tmp_path / "here").iterdir()) == []  # neither the probe file nor the folders made for it
     assert unwritable("/proc/self/nope") == "cannot create /proc/self/nope: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+model.foo=1"],
+            "error: model.foo=1 is not allowed: no code reads it (model's settings: channels_last, head, net)",
+        ),
+        (
+            ["+finetune.bar=1"],
+            "error: finetune.bar=1 is not allowed: no code reads it "
+            "(finetune's settings: epochs, linearized, optimizer, optimizer_state, scheduler, train)",
+        ),
+        (["+data.baz=1"], "error: data.baz=1 is not allowed: no code reads it (data's settings: batch_size, "),
+        (
+            ["experiment=ties", "+merge.qux=1"],
+            "error: merge.qux=1 is not allowed: no code reads it "
+            "(merge's settings: batchnorm, include_head, keep_fraction, lambdas, method, num_samples)",
+        ),
+        (
+            ["+trainer.foo=1"],
+            "error: trainer.foo=1 is not allowed: no code reads it (trainer's settings: accelerator, ",
+        ),
+        (["+cache.x=1"], "error: cache.x=1 is not allowed: no code reads it (cache's settings: dir, enabled)"),
+    ],
+)
+def test_a_key_no_code_reads_is_one_line_listing_the_groups_settings(tmp_path, mnist_dir, overrides, message):
+    line = refused(train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=merged", *overrides), tmp_path)
+    assert line.startswith(message), line

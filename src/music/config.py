@@ -23,10 +23,26 @@ from music.merging.methods import DARE_BASES, METHODS, knob_interval, knob_names
 from music.merging.negation import NegationSettings
 from music.merging.strategy import Finite, MergeSettings
 from music.models.checkpoint import load_weights
-from music.settings import Positive, check, check_declared, check_grid, check_group, is_int, shown
+from music.settings import (
+    HYDRA_KEYS,
+    Positive,
+    check,
+    check_declared,
+    check_grid,
+    check_group,
+    check_known,
+    declared_settings,
+    is_int,
+    shown,
+)
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 TRAINER_BUDGET = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
+# the keys of groups read as plain values without a dataclass of their own: who reads them
+MODEL_KEYS = ("net", "head", "channels_last")  # net: build_network; head: evaluation; channels_last: Training
+PRETRAIN_SPLIT_KEYS = ("classes", "data", "fraction", "num_samples")  # data.pretrain: TaskData's θ0 split
+CACHE_KEYS = ("enabled", "dir")  # run.py's ArtifactCache
+STAGE_KEYS = ("optimizer", "scheduler")  # pretrain's and finetune's, checked by building them (_check_optimization)
 
 
 def _check_classes(setting: str, classes, num_classes: int, dataset: str) -> None:
@@ -67,6 +83,18 @@ def _check_tasks(cfg: DictConfig, classes: int) -> None:
     if cfg.strategy == "negation":
         why = "shared with experiment=negation (forgetting a class is judged over all classes)"
         raise ConfigError("model.head", head, why)
+
+
+def _merge_keys(merge: DictConfig) -> list[str]:
+    """The merge group's keys beyond MergeSettings: the method's name, and its knobs and options (DARE's under either
+    base, which its config carries both of)."""
+    method = METHODS.get(merge.get("method"))
+    if method is None:
+        return ["method"]  # the name is refused by _check_merge
+    knobs = [knob for base in DARE_BASES for knob in knob_names("dare", base)] if merge.method == "dare" else []
+    return ["method", *knob_names(merge.method, merge.get("base")), *knobs, *method.options] + (
+        ["base"] if merge.method == "dare" else []
+    )
 
 
 def _check_merge(cfg: DictConfig) -> None:
@@ -186,17 +214,26 @@ def validate(cfg: DictConfig, strategies) -> None:
             instead = f"set pretrain.epochs (θ0) or finetune.epochs (every fine-tune) instead, trainer.{key} stays null"
             why = "one budget every strategy shares"
             raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), f"{instead}: {why}")
+    trainer = declared_settings(str(cfg.trainer.get("_target_")))
+    if trainer:  # Lightning's Trainer would refuse an unknown argument only when the first stage starts
+        check_known("trainer", cfg.trainer, [*trainer, *HYDRA_KEYS])
+    check_known("cache", cfg.cache, CACHE_KEYS)
     check_declared("data", cfg.data)  # first: they spell the dataset's name (an image folder's size, …)
+    declared = declared_settings(str(cfg.data.get("_target_")))
+    if declared:  # an unimportable target: instantiation names it
+        check_known("data", cfg.data, [*declared, *HYDRA_KEYS])
+    check_known("data.pretrain", cfg.data.get("pretrain") or {}, PRETRAIN_SPLIT_KEYS)
     classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
     _check_val_fraction(cfg)
     _check_tasks(cfg, classes)
     _check_align(cfg)
+    check_known("model", cfg.model, MODEL_KEYS)
     check("model.channels_last", cfg.model.get("channels_last", False), bool)
     check_declared("model.net", cfg.model.net)
     net = build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
-    check_group("pretrain", cfg.pretrain, PretrainSettings)
+    check_group("pretrain", cfg.pretrain, PretrainSettings, also=STAGE_KEYS)
     _check_pretrain_split(cfg, classes)
-    check_group("finetune", cfg.finetune, FinetuneSettings)
+    check_group("finetune", cfg.finetune, FinetuneSettings, also=STAGE_KEYS)
     check_group("augment", cfg.augment, AugmentSettings)
     _check_checkpoint(cfg.pretrain.get("checkpoint"), net)
     for stage in ("pretrain", "finetune"):
@@ -206,7 +243,7 @@ def validate(cfg: DictConfig, strategies) -> None:
         check_declared("continual", continual)
         instantiate_checked("continual", continual)
     check_grid("merge.lambdas", cfg.merge.lambdas, Finite)  # non-empty, which a type does not say
-    check_group("merge", cfg.merge, MergeSettings)
+    check_group("merge", cfg.merge, MergeSettings, also=_merge_keys(cfg.merge))
     if cfg.strategy == "merge":
         _check_merge(cfg)
     if cfg.strategy == "negation":

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig
 from music.errors import ConfigError
 
 LISTS = (list, tuple, ListConfig)
+HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")  # read by Hydra's instantiate
 Positive = Annotated[int, "[1, inf)"]  # a count, a size, a width
 
 
@@ -141,9 +142,22 @@ def check_declared(setting: str, node: DictConfig) -> None:
             check(f"{setting}.{key}", value, declared[key])
 
 
-def check_group(setting: str, node: DictConfig, schema: type) -> None:
-    """A config group read as plain values against its dataclass `schema`: every field the node has, as declared."""
+def check_known(setting: str, node: DictConfig, known) -> None:
+    """Every key of a group is one its code declares: a key nothing reads (`+model.foo=1`, a misspelling) would be
+    silently ignored, so it is refused, listing the group's settings."""
+    for key in node:
+        if key not in known:
+            names = ", ".join(sorted(k for k in known if k not in HYDRA_KEYS))
+            raise ConfigError(
+                f"{setting}.{key}", shown(node.get(key)), f"no code reads it ({setting}'s settings: {names})"
+            )
+
+
+def check_group(setting: str, node: DictConfig, schema: type, also=()) -> None:
+    """A config group read as plain values against its dataclass `schema`: every field the node has, as declared, and
+    no key beyond the fields and `also` (the group's keys checked elsewhere, e.g. an optimizer built to check it)."""
     hints = typing.get_type_hints(schema, include_extras=True)
     for spec in dataclasses.fields(schema):
         if spec.name in node:
             check(f"{setting}.{spec.name}", node.get(spec.name), hints[spec.name])
+    check_known(setting, node, [spec.name for spec in dataclasses.fields(schema)] + list(also))
