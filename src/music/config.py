@@ -23,6 +23,7 @@ from music.merging.methods import DARE_BASES, METHODS, knob_interval, knob_names
 from music.merging.negation import NegationSettings
 from music.merging.strategy import Finite, MergeSettings
 from music.models.checkpoint import load_weights
+from music.reference import check_reference
 from music.settings import (
     HYDRA_KEYS,
     Positive,
@@ -205,6 +206,7 @@ def validate(cfg: DictConfig, strategies) -> None:
         raise ConfigError("strategy", cfg.strategy, f"one of {', '.join(strategies)}")
     if not is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError("seed", shown(cfg.seed), f"an integer in 0..{MAX_SEED}")
+    check_reference(cfg.get("reference"))  # a preset's published figures (music.reference)
     for key in ("tasks", "seed"):
         if key in cfg.data:
             why = f"the root setting `{key}` is the one the split and the strategies use (write {key}=...)"

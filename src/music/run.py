@@ -105,6 +105,8 @@ def run(cfg: DictConfig) -> dict:
             "head": parts.ctx.head,
             "optimizer_state": cfg.finetune.optimizer_state,
         }
+        if cfg.get("reference"):  # the paper's figures travel with the run: the report prints them beside ours
+            metrics["reference"] = OmegaConf.to_container(cfg.reference, resolve=True)
         metrics |= STRATEGIES[cfg.strategy](parts)
         metrics |= theta0_figures(parts)
         write_metrics(output_dir / "metrics.json", metrics)

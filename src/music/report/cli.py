@@ -20,8 +20,10 @@ def log_to_wandb(rows: list[dict], images: list[Path], out: Path) -> None:
     keep_wandb_in(out)
     run = wandb.init(project="music", job_type="report", dir=str(out), mode=os.environ.get("WANDB_MODE", "offline"))
     try:
-        columns = list(rows[0])
-        data = [[str(r[c]) if isinstance(r[c], (list, tuple)) else r[c] for c in columns] for r in rows]
+        columns = list(dict.fromkeys(c for r in rows for c in r))  # settings whose papers give other metrics differ
+        data = [
+            [str(r.get(c)) if isinstance(r.get(c), (list, tuple, dict)) else r.get(c) for c in columns] for r in rows
+        ]
         run.log({"report": wandb.Table(columns=columns, data=data)})
         run.log({image.stem: wandb.Image(str(image)) for image in images if image.suffix == ".png"})
     finally:

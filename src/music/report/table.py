@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from scipy import stats
 
+from music.reference import figures_of, reference_of
 from music.report.runs import (
     FAMILIES,
     MISSING,
@@ -26,6 +27,8 @@ TASK_MEAN = "test/acc_task_mean"  # the merging literature's figure: shown for p
 # shown where some run of a setting has them (alignment's; the task mean with per-task heads)
 OPTIONAL_METRICS = [
     TASK_MEAN,
+    "test/acc_task_il",  # a shared head's runs scored over each image's own task too (Mammoth's task-IL column)
+    "forgetting_task_il",
     "test/acc_before_align",
     "align/kl_before",
     "align/kl_after",
@@ -51,6 +54,36 @@ def t_interval(values: list[float]) -> tuple[float, float | None]:
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return t_interval(values) if values else (None, None)
+
+
+def paper_key(metric: str) -> str:
+    return f"{metric} paper"
+
+
+def gap_key(metric: str) -> str:
+    return f"{metric} − paper"
+
+
+def paper_metrics(rows: list[dict]) -> list[str]:
+    """The metrics some row has a paper's figure for, in the order the rows give them."""
+    return list(dict.fromkeys(metric for row in rows for metric in row.get("paper", {})))
+
+
+def _with_paper(row: dict, setting_runs: list[dict], own_runs: list[dict] | None) -> None:
+    """The figures the setting's reference gives the row's experiment (`paper`), and per metric ours − paper with our
+    95% CI (the paper's figure is a constant: the interval is ours). Every metric the reference gives some method gets
+    our mean on every row: `own_runs` are the row's runs (None for θ0's row, whose figures are only those it was given)."""
+    row["paper"] = figures_of(setting_runs, row["experiment"])
+    reference = reference_of(setting_runs) or {}
+    for metric in dict.fromkeys(m for figures in (reference.get("figures") or {}).values() for m in figures):
+        if metric not in row:  # a metric the table does not compute otherwise
+            values = [r[metric] for r in own_runs or [] if r.get(metric) is not None]
+            row[metric], row[f"{metric} ci95"] = _stats(values)
+    for metric, figure in row["paper"].items():
+        ours, half = row[metric], row[f"{metric} ci95"]
+        row[paper_key(metric)] = figure
+        row[gap_key(metric)] = None if ours is None else ours - figure
+        row[f"{gap_key(metric)} ci95"] = None if ours is None else half
 
 
 def _paired(test_acc: dict[int, float], baseline: dict[int, dict], delta: str) -> dict:
@@ -174,6 +207,9 @@ def summarize(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
             paired_with = baseline_of(by_seed) if experiment != baseline else {}
             row |= _paired({seed: r["test/acc"] for seed, r in by_seed.items()}, paired_with, delta)
             mine.append(row)
+        for row in mine:  # the paper's figures beside ours where the runs carry a reference (a preset's `reference`)
+            own = groups.get((setting, row["experiment"], row["variant"]))
+            _with_paper(row, setting_runs, list(own.values()) if own and row["family"] != "θ0" else None)
         rows += sorted(mine, key=lambda r: (FAMILIES.index(r["family"]), r["method"]))
     return rows
 
