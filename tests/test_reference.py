@@ -79,6 +79,7 @@ def test_metrics_json_carries_the_reference(tmp_path, mnist_dir):
     cfg = make_cfg(tmp_path, mnist_dir, "experiment=merged", "tasks=[[0,1],[2,3]]", *FAST, reference_override(GOOD))
     metrics = run(cfg)
     assert metrics["reference"] == GOOD
+    assert metrics["theta0/test/acc_task_mean"] is not None  # θ0's row has its own figure beside the paper's zero-shot
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["reference"] == GOOD
 
 
@@ -105,6 +106,7 @@ def write_run(folder: Path, experiment: str, seed: int, acc: float, task_mean: f
             "test/acc_task_mean": task_mean,
             "val/acc": acc,
             "theta0/test/acc": 0.5,
+            "theta0/test/acc_task_mean": 0.47 + 0.01 * seed,
             "theta0/setting": "zero-shot",
         }
         | ({"reference": reference} if reference else {})
@@ -146,7 +148,9 @@ def test_the_report_prints_the_paper_column_and_ours_minus_paper_by_hand(tmp_pat
     assert "test/acc paper" not in ta and ta["paper"] == {"test/acc_task_mean": 0.708}
     assert rows["merged"]["paper"] == {}  # the paper gives nothing for it: blank cells
     theta0 = rows["θ0 (pretrained)"]
-    assert theta0["test/acc_task_mean paper"] == 0.483 and theta0["test/acc_task_mean − paper"] is None  # ours unknown
+    assert theta0["test/acc_task_mean paper"] == 0.483  # θ0's own task mean: 0.47, 0.48, 0.49 over the seeds
+    assert theta0["test/acc_task_mean − paper"] == pytest.approx(0.48 - 0.483)
+    assert theta0["test/acc_task_mean − paper ci95"] == pytest.approx(t * 0.01 / 3**0.5)
 
     assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()

@@ -67,6 +67,7 @@ def theta0_figures(run: Run) -> dict:
     theta0 = run.evaluation.metrics(run.evaluation.theta0_predictions)
     source = "checkpoint" if cfg.pretrain.get("checkpoint") else "trained" if cfg.pretrain.train else "random"
     return {f"theta0/{split}/acc": theta0[f"{split}/acc"] for split in ("val", "test")} | {
+        "theta0/test/acc_task_mean": theta0["test/acc_task_mean"],  # a pretrained backbone's zero-shot figure
         "theta0/target_val_acc": cfg.pretrain.get("target_val_acc"),
         "theta0/source": source,
         "theta0/key": cache_key(material),  # which θ0 exactly (seed included)

@@ -143,6 +143,10 @@ def _theta0_row(
     for metric in METRICS + OPTIONAL_METRICS:
         row[metric], row[f"{metric} ci95"] = None, None
     row["test/acc"], row["test/acc ci95"] = t_interval(list(per_seed.values()))
+    task_mean = {
+        r["seed"]: r["theta0/test/acc_task_mean"] for r in runs if r.get("theta0/test/acc_task_mean") is not None
+    }
+    row[TASK_MEAN], row[f"{TASK_MEAN} ci95"] = _stats(list(task_mean.values()))  # the zero-shot figure papers give
     row |= _paired(per_seed, baseline or {}, delta)
     return row
 
