@@ -122,3 +122,62 @@ def test_new_settings_are_refused_in_one_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(make_cfg(tmp_path, tmp_path, *overrides), STRATEGIES)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+# ---------- task-IL beside class-IL from one run
+
+
+def test_task_il_figures_are_each_images_argmax_over_its_own_tasks_classes():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from music.evaluation import allowed_classes
+    from music.experiment.evaluation import Evaluation
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
+    tasks = [[0, 1], [2, 3, 4]]  # class 5 is in no task
+    images, labels = torch.randn(300, 3, 4), torch.randint(0, 6, (300,))
+    ctx = SimpleNamespace(
+        cfg=OmegaConf.create({"data": {"eval_batch_size": 64}}),
+        allowed=allowed_classes(tasks, "shared", 6),
+        eval_sets={"val": (images[:0], labels[:0]), "test": (images, labels)},
+        tasks=tasks,
+        num_classes=6,
+        head="shared",
+        device=torch.device("cpu"),
+    )
+    metrics = Evaluation(ctx, artifacts=None).evaluate(net)
+    with torch.no_grad():
+        logits = net(images)
+    # by hand: each image of a task's classes scored over that task's classes only
+    correct = {i: [] for i in range(len(tasks))}
+    for logit, label in zip(logits, labels.tolist()):
+        for i, task in enumerate(tasks):
+            if label in task:
+                correct[i].append(task[int(logit[task].argmax())] == label)
+    everything = correct[0] + correct[1]
+    assert metrics["test/acc_task_il"] == pytest.approx(sum(everything) / len(everything), abs=1e-12)
+    for i in range(len(tasks)):
+        assert metrics[f"test/acc_task_il_{i}"] == pytest.approx(sum(correct[i]) / len(correct[i]), abs=1e-12)
+    class_il = (logits.argmax(1) == labels).float().mean().item()
+    assert metrics["test/acc"] == pytest.approx(class_il) and metrics["test/acc_task_il"] > metrics["test/acc"]
+
+
+def test_a_sequential_class_il_run_reports_task_il_and_its_forgetting(tmp_path, mnist_dir):
+    from music.evaluation import forgetting
+    from music.run import run
+
+    metrics = run(make_cfg(tmp_path, mnist_dir, "experiment=sequential", *FAST, "tasks=[[0,1],[2,3]]", "pretrain=none"))
+    matrix = metrics["acc_matrix_task_il"]
+    assert matrix[-1] == [metrics["test/acc_task_il_0"], metrics["test/acc_task_il_1"]]
+    assert metrics["forgetting_task_il"] == forgetting(matrix)
+    assert metrics["test/acc_task_il"] >= metrics["test/acc"]  # two classes to choose from, not four
+    per_task = run(
+        make_cfg(
+            tmp_path / "p", mnist_dir, "experiment=sequential", *FAST, "tasks=[[0,1],[2,3]]", "model.head=per_task"
+        )
+    )
+    assert "test/acc_task_il" not in per_task  # its own figures are task-IL already

@@ -8,7 +8,9 @@ from music.evaluation.metrics import (
     forgetting,
     predict,
     predict_along,
+    predict_task_il,
     restrict,
+    task_il_metrics,
 )
 
 __all__ = [
@@ -21,5 +23,7 @@ __all__ = [
     "forgetting",
     "predict",
     "predict_along",
+    "predict_task_il",
     "restrict",
+    "task_il_metrics",
 ]

@@ -80,6 +80,33 @@ def predict(
     return preds
 
 
+@torch.no_grad()
+def predict_task_il(
+    net: nn.Module, images: torch.Tensor, batch_size: int, allowed: torch.Tensor, own_task: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`predict`'s classes (each image over its `allowed` row) and, from the same logits, each image's class over
+    its `own_task` row only (task-IL: its task id known at test, Mammoth's mask_classes), in one pass."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    class_il, task_il = [], []
+    for chunk, a, t in zip(images.split(batch_size), allowed.split(batch_size), own_task.split(batch_size)):
+        logits = net(chunk.to(device))
+        class_il.append(restrict(logits, a.to(device)).argmax(dim=1).cpu())
+        task_il.append(restrict(logits, t.to(device)).argmax(dim=1).cpu())
+    net.train(was_training)
+    return torch.cat(class_il), torch.cat(task_il)
+
+
+def task_il_metrics(confusion: torch.Tensor, tasks: list[list[int]]) -> dict[str, float | None]:
+    """`acc_task_il` (over the images of the tasks' classes) and `acc_task_il_<i>` from task-IL predictions'
+    confusion matrix."""
+    figures = accuracy_metrics(confusion, tasks)
+    return {"acc_task_il": figures["acc_seen"]} | {
+        f"acc_task_il_{i}": figures[f"acc_task_{i}"] for i in range(len(tasks))
+    }
+
+
 def dense_stem(net: nn.Module) -> int | None:
     """Position in `net.features` of its first module with parameters when that is an nn.Linear preceded only by
     modules without parameters or buffers (Flatten): a dense first layer, whose output is linear in its parameters.

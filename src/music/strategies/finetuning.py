@@ -24,10 +24,11 @@ def sequential(run: Run) -> dict:
     test accuracy on every task."""
     ctx, artifacts = run.ctx, run.artifacts
     method = artifacts.continual_method()
-    n, matrix = len(ctx.tasks), []
+    n, matrix, task_il = len(ctx.tasks), [], []
     for state in artifacts.sequential_states(method):
         metrics = run.evaluation.evaluate(artifacts.model(state))
         matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
+        task_il.append([metrics.get(f"test/acc_task_il_{j}") for j in range(n)])
     ctx.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
     kept = {
         "continual/method": type(method).__name__ if method else "none",
@@ -35,6 +36,8 @@ def sequential(run: Run) -> dict:
         "continual/kept": method.kept() if method else 0,
     }
     summary = {"average_acc": sum(matrix[-1]) / n, "forgetting": forgetting(matrix), "bwt": backward_transfer(matrix)}
+    if "test/acc_task_il" in metrics:  # a shared head: the same summaries of the task-IL accuracy matrix
+        summary |= {"acc_matrix_task_il": task_il, "forgetting_task_il": forgetting(task_il)}
     return metrics | kept | {"acc_matrix": matrix} | summary
 
 
