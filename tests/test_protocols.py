@@ -181,3 +181,71 @@ def test_a_sequential_class_il_run_reports_task_il_and_its_forgetting(tmp_path, 
         )
     )
     assert "test/acc_task_il" not in per_task  # its own figures are task-IL already
+
+
+# ---------- "classes seen so far" training; LwF as van de Ven's code runs it
+
+
+def test_active_classes_seen_gives_the_unseen_classes_no_gradient():
+    from torch import nn
+
+    from music.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
+    module = Classifier(net, optimizer=torch.optim.SGD, num_classes=6)
+    module.active = torch.tensor([True, True, True, True, False, False])  # tasks [0,1] and [2,3] seen so far
+    module.on_train_epoch_start()
+    x, y = torch.randn(16, 3, 4), torch.randint(0, 4, (16,))
+    module.training_step((x, y), 0).backward()
+    grad = net[1].weight.grad
+    assert grad[4:].abs().sum() == 0 and grad[:4].abs().sum() > 0
+    # the loss is the cross-entropy over the four active classes
+    module.on_train_epoch_start()
+    expected = torch.nn.functional.cross_entropy(net(x)[:, :4], y)
+    assert module.training_step((x, y), 0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_lwf_van_de_ven_targets_by_hand():
+    from torch import nn
+
+    from music.continual.lwf import LwF
+
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, 8), torch.randn(5, 8)
+    lwf = LwF(alpha=1.0, temperature=2.0, targets="van_de_ven")
+    lwf.tasks = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    lwf.seen, lwf.stage, lwf.teacher = {0, 1, 2, 3}, 2, Fixed(teacher)  # the third stage: tasks 0 and 1 seen
+    got = lwf.penalty(None, torch.zeros(5, 1), torch.zeros(5, dtype=torch.long), student)
+    t = 2.0
+    target = torch.cat([torch.softmax(teacher[:, :4] / t, 1), torch.zeros(5, 2)], 1)  # zeros for classes 4, 5
+    log_student = torch.log_softmax(student[:, :6] / t, 1)  # every class seen so far, the current task's included
+    by_hand = (-(target * log_student)).mean() * t**2 * (1 - 1 / 3)
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    y = torch.tensor([4, 5, 4, 5, 4])
+    assert lwf.task_loss(student, y).item() == pytest.approx(torch.nn.functional.cross_entropy(student, y).item() / 3)
+    plain = LwF(alpha=1.0, temperature=2.0)
+    plain.tasks, plain.seen, plain.stage, plain.teacher = lwf.tasks, {0, 1, 2, 3}, 2, Fixed(teacher)
+    assert plain.task_loss(student, y).item() == pytest.approx(torch.nn.functional.cross_entropy(student, y).item())
+
+
+def test_lwf_and_active_classes_refuse_bad_values(tmp_path):
+    from music.config import validate
+    from music.errors import ConfigError
+    from music.strategies import STRATEGIES
+
+    for overrides, message in [
+        (["experiment=lwf", "continual.targets=hsu"], "continual.targets='hsu' is not allowed"),
+        (["finetune.active_classes=some"], "finetune.active_classes='some' is not allowed"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            validate(make_cfg(tmp_path, tmp_path, *overrides), STRATEGIES)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -16,10 +16,18 @@ Decisions, compared with Avalanche's `LwFPlugin(alpha=1, temperature=2)` / `Lear
   it never learned would otherwise pull the student away from the new classes.
 - The KL is multiplied by T² (Hinton et al.'s scaling, so the gradient's size does not depend on T); Avalanche does
   not, so alpha here is Avalanche's alpha / T².
+
+`targets: van_de_ven` is LwF as van de Ven's code runs it in class-IL (GMvandeVen/continual-learning, train.py and
+encoder.py as first published, 2018, the source of Hsu et al.'s LwF row; read, not copied): on the current images the
+target is the previous model's softmax at T over the previous tasks' classes, padded with zeros for the current task's
+classes; the student's log-softmax at T is over the classes of every task so far; the loss is the mean over the batch
+*and* those classes of −target·log(student), times T²; and the stage's cross-entropy and this term are weighted 1/t
+and 1 − 1/t at the t-th stage (t = 1, 2, …). alpha still multiplies the term (1: theirs). Their cross-entropy covers
+the classes seen so far only: `finetune.active_classes=seen`, a protocol setting of its own.
 """
 
 import copy
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +48,19 @@ class LwF(ContinualMethod):
 
     memory = "a model"
 
-    def __init__(self, alpha: Annotated[float, "[0, inf)"] = 1.0, temperature: Annotated[float, "(0, inf)"] = 2.0):
-        self.alpha, self.temperature = float(alpha), float(temperature)
+    def __init__(
+        self,
+        alpha: Annotated[float, "[0, inf)"] = 1.0,
+        temperature: Annotated[float, "(0, inf)"] = 2.0,
+        targets: Literal["seen", "van_de_ven"] = "seen",
+    ):
+        self.alpha, self.temperature, self.targets = float(alpha), float(temperature), targets
         self.teacher: nn.Module | None = None
         self.seen: set[int] = set()
+        self.stage = 0
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
+        self.stage = stage
         if stage == 0:  # a new sequence: no teacher, no classes seen
             self.teacher, self.seen = None, set()
             return
@@ -59,10 +74,25 @@ class LwF(ContinualMethod):
         self.teacher.to(logits.device)  # no-op once it is there (Lightning moves the net after begin_stage)
         with torch.no_grad():
             teacher_logits = self.teacher(x)
+        if self.targets == "van_de_ven":
+            return self.alpha * (1 - 1 / (self.stage + 1)) * self._van_de_ven(logits, teacher_logits)
         if self.seen:  # the classes seen so far; all of them if end_stage never told (it always does in a run)
             units = torch.tensor(sorted(self.seen), device=logits.device)
             logits, teacher_logits = logits[:, units], teacher_logits[:, units]
         return self.alpha * distillation(logits, teacher_logits, self.temperature)
+
+    def _van_de_ven(self, logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        previous = sorted(self.seen)
+        current = sorted(set(self.tasks[self.stage]) - self.seen) if self.tasks else []
+        units = torch.tensor(previous + current, device=logits.device)
+        target = F.softmax(teacher_logits[:, previous] / self.temperature, dim=1)
+        target = F.pad(target, (0, len(current)))  # zero probability for the current task's classes
+        log_student = F.log_softmax(logits[:, units] / self.temperature, dim=1)
+        return (-target * log_student).mean() * self.temperature**2
+
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        weight = 1 / (self.stage + 1) if self.targets == "van_de_ven" and self.teacher is not None else 1.0
+        return weight * F.cross_entropy(logits, y)
 
     def end_stage(self, stage: int, net: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> None:
         self.seen |= {int(c) for c in labels.unique()}

@@ -60,6 +60,9 @@ class FinetuneSettings:
     # between sequential stages: a new optimizer, or the last one's
     optimizer_state: Literal["fresh", "carry"] = "fresh"
     train: Literal["all", "features", "head"] = "all"  # which parameters a fine-tune trains (the others stay θ0's)
+    # sequential stages' loss over every class (all) or the classes of the tasks seen so far (seen: van de Ven's
+    # "active classes", GT-RIPL's valid_out_dim)
+    active_classes: Literal["all", "seen"] = "all"
 
 
 def _plain(node) -> Any:
@@ -117,6 +120,8 @@ def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
     finetune = {k: v for k, v in _plain(cfg.finetune).items() if k != "optimizer_state"}
     if finetune.get("train") == "all":  # the default: today's fine-tunes keep their keys
         del finetune["train"]
+    if finetune.get("active_classes") == "all":  # likewise
+        del finetune["active_classes"]
     return {"theta0": theta0, "finetune": finetune, "head": cfg.model.get("head", "shared"), "data": data}
 
 
@@ -187,6 +192,7 @@ class Artifacts:
         stage: str,
         continual=None,
         optimizer_state: dict | None = None,
+        active: torch.Tensor | None = None,
     ) -> State:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
         when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
@@ -197,7 +203,13 @@ class Artifacts:
 
         def build():
             module = self.training.fit(
-                self.model(start), train_idx, stage, finetune, continual=continual, optimizer_state=optimizer_state
+                self.model(start),
+                train_idx,
+                stage,
+                finetune,
+                continual=continual,
+                optimizer_state=optimizer_state,
+                active=active,
             )
             optimizer = module.trainer.optimizers[0].state_dict()
             carried = optimizer_states.flatten(optimizer) if optimizer_state is not None else {}
@@ -263,7 +275,12 @@ class Artifacts:
             if method:
                 method.begin_stage(i, self.model(state).to(ctx.device))
             seen = ctx.split.task_train(i)
-            state = self.trained("sequential", prefix, state, seen, f"sequential/stage_{i}", method, optimizer)
+            active = None
+            if ctx.cfg.finetune.get("active_classes", "all") == "seen":
+                active = torch.zeros(ctx.num_classes, dtype=torch.bool)
+                active[[c for task in ctx.tasks[: i + 1] for c in task]] = True
+            stage = f"sequential/stage_{i}"
+            state = self.trained("sequential", prefix, state, seen, stage, method, optimizer, active)
             if carry:
                 state, optimizer = optimizer_states.split(state)
             if method:

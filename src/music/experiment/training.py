@@ -78,6 +78,7 @@ class Training:
         extra_callbacks=(),
         continual=None,
         optimizer_state: dict | None = None,
+        active: torch.Tensor | None = None,
     ):
         """Train `net` in place on the training images at `train_idx`, validating on all held-out data; under the
         head protocol (per-task heads score each sample over its task's classes) unless `protocol` is False. The
@@ -118,6 +119,7 @@ class Training:
             channels_last=channels_last,
         )
         callbacks = self.callbacks() + list(extra_callbacks)
+        module.active = active  # the classes the loss covers (finetune.active_classes=seen), None: every class
         bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default)
         trainer = instantiate_checked(
             "trainer",

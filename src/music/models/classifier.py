@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 class Classifier(L.LightningModule):
     """Trains `net` with cross-entropy; logs `<stage>/train/loss` and `<stage>/{val,test}/acc*` from a confusion matrix."""
 
+    # finetune.active_classes=seen: the classes the training loss covers (a bool per class; None: all of them)
+    active: torch.Tensor | None = None
+
     def __init__(
         self,
         net: nn.Module,
@@ -67,7 +70,10 @@ class Classifier(L.LightningModule):
             x, y = self.continual.batch(x, y)  # a replayed memory batch joins before augmentation: augmented with it
         seen = x if self.augment is None else self.augment(x)
         logits = self(seen)
-        loss = (self.continual.task_loss if self.continual is not None else F.cross_entropy)(self._scored(logits, y), y)
+        scored = self._scored(logits, y)
+        if self.active is not None:  # the classes of the tasks seen so far only (van de Ven's "active classes")
+            scored = scored.masked_fill(~self.active.to(scored.device), float("-inf"))
+        loss = (self.continual.task_loss if self.continual is not None else F.cross_entropy)(scored, y)
         if self.continual is not None:
             loss = loss + self.continual.penalty(self.net, seen, y, logits, raw=x)
         # summed here and logged once per epoch: a self.log call per step costs ~15% of an MLP epoch
