@@ -1,8 +1,13 @@
 """What a run prints: one line per stage (a progress bar while training), nothing twice, the summary last."""
 
+import fcntl
+import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,26 @@ def screen_lines(output: str) -> list[str]:
     return [ANSI.sub("", line.split("\r")[-1]).rstrip() for line in output.split("\n") if line.split("\r")[-1].strip()]
 
 
+def on_terminal(command: list[str], cwd: Path) -> tuple[int, bytes]:
+    """Run `command` with stdout and stderr on a pseudo-terminal, as from an interactive shell (bars are drawn only
+    there): its exit status and everything it printed, line ends as "\n"."""
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # rows, columns: a wide window
+    job = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, cwd=cwd)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the job closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return job.wait(timeout=60), b"".join(chunks).replace(b"\r\n", b"\n")  # the terminal's own line ends
+
+
 def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(tmp_path, fashion_dir):
     command = [
         sys.executable,
@@ -29,10 +54,9 @@ def test_make_train_console_is_short_with_a_bar_per_stage_and_the_summary_last(t
         f"data.data_dir={fashion_dir}",
         f"paths.log_dir={tmp_path / 'logs'}",
     ]  # make train's command, W&B (offline) included, cold cache
-    # one stream, as a terminal shows both; bytes, since text mode would turn tqdm's \r into \n
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=600)
-    output = result.stdout.decode()
-    assert result.returncode == 0, output[-3000:]
+    returncode, printed = on_terminal(command, tmp_path)  # a terminal: the bars are drawn (a pipe gets plain lines)
+    output = printed.decode()
+    assert returncode == 0, output[-3000:]
     lines = screen_lines(output)
     assert len(lines) <= 25, "\n".join(lines)
     messages = [PREFIX.sub("", line) for line in lines]

@@ -3,8 +3,10 @@
 
 import os
 import pickle
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,3 +121,96 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
 def test_a_key_no_code_reads_is_one_line_listing_the_groups_settings(tmp_path, mnist_dir, overrides, message):
     line = refused(train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=merged", *overrides), tmp_path)
     assert line.startswith(message), line
+
+
+def test_output_that_is_not_a_terminal_gets_one_plain_line_per_epoch_and_no_redraws(tmp_path, mnist_dir):
+    """`python train.py … | tee log` or a Slurm log: the bars' carriage-return frames were most of the file."""
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=sequential",
+        "tasks=[[1],[2]]",
+        "pretrain.epochs=2",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none",
+    ]
+    # both streams into one pipe, as `2>&1 | tee` and Slurm do; bytes, since text mode would turn \r into \n
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=300)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output[-3000:]
+    assert output.count("\r") == 0 and "it/s" not in output
+    epochs = re.findall(r"- (\S+ epoch \d/\d): loss=\d\.\d{4} val_acc=\d\.\d{4} \(\d+ batches, [\d.]+ s\)", output)
+    assert epochs == [
+        "pretrain epoch 1/2",
+        "pretrain epoch 2/2",
+        "sequential/stage_0 epoch 1/1",
+        "sequential/stage_1 epoch 1/1",
+    ]
+
+
+def unreachable_hub(tmp_path) -> dict:
+    """An empty Hugging Face cache and a hub that cannot be reached (a closed local port), on any machine."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return env | {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("model", "command"),
+    [
+        (["model=timm", "model.net.pretrained=true"], "timm.create_model('resnet18', pretrained=True)"),
+        (["model=clip"], "open_clip.create_model('ViT-B-32', pretrained='openai')"),
+    ],
+)
+def test_weights_out_of_reach_are_one_line_at_once_naming_the_cache_and_the_command(tmp_path, model, command):
+    """huggingface_hub retried for about a minute (45 lines of warnings) before the one line."""
+    line = refused(train(tmp_path, *model, "pretrain=none", env=unreachable_hub(tmp_path)), tmp_path)
+    assert line.startswith("error: model.net.pretrained=") and command in line, line
+    assert "not in the Hugging Face cache, and http://127.0.0.1:9 is out of reach" in line
+    assert f"fill the Hugging Face cache {tmp_path / 'hf' / 'hub'} where the network is reachable" in line
+
+
+LOOKUP = """
+import sys, time
+import open_clip, timm  # imported before the clock starts: only the weights' lookup is timed
+from music.models.pretrained import _clip_model, _timm_backbone
+start = time.perf_counter()
+try:
+    _timm_backbone("resnet18", True, None) if sys.argv[1] == "timm" else _clip_model("ViT-B-32", "openai")
+except OSError as error:
+    print(f"{time.perf_counter() - start:.1f}", error)
+"""
+
+
+@pytest.mark.parametrize("library", ["timm", "clip"])
+def test_the_lookup_of_weights_out_of_reach_takes_seconds(tmp_path, library):
+    result = subprocess.run(
+        [sys.executable, "-c", LOOKUP, library],
+        capture_output=True,
+        text=True,
+        env=unreachable_hub(tmp_path),
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-2000:]
+    seconds, error = result.stdout.split(" ", 1)
+    assert float(seconds) < 10, result.stdout  # one try of the cache, one look at the hub; no retries
+    assert error.startswith("not in the Hugging Face cache, and http://127.0.0.1:9 is out of reach"), error
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("not json {", "not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"),
+        ('{"embed_dim": 32}', "a JSON object with keys embed_dim, vision_cfg, text_cfg"),
+    ],
+)
+def test_a_clip_model_config_that_is_not_one_is_refused_before_any_hub_access(tmp_path, content, why):
+    config = tmp_path / "mine.json"
+    config.write_text(content)
+    start = time.perf_counter()
+    result = train(tmp_path, "model=clip", f"model.net.model_config={config}", env=unreachable_hub(tmp_path))
+    line = refused(result, tmp_path)
+    assert line.startswith(f"error: model.net.model_config='{config}' is not allowed: "), line
+    assert why in line or "an OpenCLIP model config .json file (" in line, line
+    assert time.perf_counter() - start < 60  # no minute of hub retries (the process's own start takes seconds)

@@ -12,6 +12,9 @@ in both libraries' own formats: timm's `weights=<file>` (its pretrained_cfg_over
 """
 
 import copy
+import json
+import logging
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -50,14 +53,67 @@ class InputAdapter(nn.Module):
         return (x - self.mean) / self.std
 
 
+HUB_TIMEOUT_S = 5.0  # the one look at the Hugging Face hub when weights are not in its cache
+
+
+@contextmanager
+def _hub_cache_only():
+    """huggingface_hub's offline mode (read at each call, not only at import): the cache alone, no request. The
+    libraries' own log lines about the miss are silenced (the miss is answered below, in one line)."""
+    from huggingface_hub import constants
+
+    offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+        logging.disable(logging.NOTSET)
+
+
+def _not_cached(error: BaseException | None) -> bool:
+    """Whether a library's error (wrapped or not) is huggingface_hub's: the file is not in the cache."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    while error is not None:
+        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _from_hub(create):
+    """`create()` (timm's or OpenCLIP's create_model) from the hub's cache first; where the weights are not there, from
+    the network after one short look that the hub answers: offline, huggingface_hub would retry for about a minute
+    (45 lines of warnings) before failing. An OSError says the hub is out of reach (the caller's one line)."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        with _hub_cache_only():
+            return create()
+    except (RuntimeError, OSError) as error:
+        if not _not_cached(error):
+            raise
+        if constants.HF_HUB_OFFLINE:  # the user's own HF_HUB_OFFLINE=1: the cache was the only place to look
+            raise OSError("not in the Hugging Face cache, and HF_HUB_OFFLINE is set") from None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT_S)
+    except Exception as error:  # any failure to get an answer (DNS, refused, timeout, proxy): out of reach
+        why = f"not in the Hugging Face cache, and {constants.ENDPOINT} is out of reach ({first_sentence(error)})"
+        raise OSError(why) from None
+    return create()
+
+
 # loaded once per process (a run builds its network many times: θ0, each fine-tune, each merge); copied per build
 @lru_cache(maxsize=2)
 def _timm_backbone(name: str, pretrained: bool, weights: str | None) -> nn.Module:
     import timm
 
     overlay = {"file": str(weights)} if weights else None
-    return timm.create_model(
-        name, pretrained=pretrained or bool(weights), num_classes=0, pretrained_cfg_overlay=overlay
+    return _from_hub(
+        lambda: timm.create_model(
+            name, pretrained=pretrained or bool(weights), num_classes=0, pretrained_cfg_overlay=overlay
+        )
     )
 
 
@@ -65,7 +121,21 @@ def _timm_backbone(name: str, pretrained: bool, weights: str | None) -> nn.Modul
 def _clip_model(name: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
-    return open_clip.create_model(name, pretrained=pretrained).eval()
+    return _from_hub(lambda: open_clip.create_model(name, pretrained=pretrained).eval())
+
+
+def _model_config_error(path: str) -> str | None:
+    """Why a file is not an OpenCLIP model config (OpenCLIP skips a JSON file without its keys silently), or None."""
+    if not Path(path).is_file():
+        return "no such file"
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"not JSON ({first_sentence(error)})"
+    needed = ("embed_dim", "vision_cfg", "text_cfg")
+    if not isinstance(config, dict) or not all(key in config for key in needed):
+        return f"a JSON object with keys {', '.join(needed)}"
+    return None
 
 
 def first_sentence(error: Exception) -> str:
@@ -156,10 +226,16 @@ class Clip(Network):
         super().__init__()
         import open_clip
 
+        # local files first: nothing below reaches for the hub before they are known good
         if model_config is not None:
-            if not Path(model_config).is_file():
-                raise ConfigError("model.net.model_config", model_config, "null or an OpenCLIP model config .json file")
+            why = _model_config_error(model_config)
+            if why:
+                allowed = f"null or an OpenCLIP model config .json file: {why}"
+                raise ConfigError("model.net.model_config", model_config, allowed)
             open_clip.add_model_config(model_config)
+        a_file = pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
+        if a_file and not Path(pretrained).is_file():  # not a tag either: no hub lookup for it
+            raise ConfigError("model.net.pretrained", pretrained, "a tag or a weights file: no such file")
         if name not in open_clip.list_models():
             raise ConfigError("model.net.name", name, "an OpenCLIP model (open_clip.list_models())")
         try:
