@@ -249,3 +249,97 @@ def test_lwf_and_active_classes_refuse_bad_values(tmp_path):
         with pytest.raises(ConfigError) as err:
             validate(make_cfg(tmp_path, tmp_path, *overrides), STRATEGIES)
         assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+# ---------- presets that are the papers' protocols
+
+
+@pytest.mark.parametrize(
+    ("experiment", "lr", "continual"),
+    [
+        ("er_mammoth", 0.1, {"_target_": "music.continual.er.ER", "memory_size": 500, "minibatch_size": 128}),
+        (
+            "agem_mammoth",
+            0.03,
+            {"_target_": "music.continual.agem.AGEM", "memory_size": 500, "sample_size": 128, "memory": "mammoth"},
+        ),
+        ("der", 0.03, None),
+        ("sequential", 0.1, {}),
+    ],
+)
+def test_seq_cifar10_mammoth_composes_to_mammoths_protocol(tmp_path, experiment, lr, continual):
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(tmp_path, tmp_path, "sweep=seq_cifar10_mammoth", f"experiment={experiment}")
+    assert cfg.data.val_fraction == 0 and cfg.data.batch_size == 32 and cfg.finetune.epochs == 50
+    assert cfg.finetune.optimizer._target_ == "torch.optim.SGD" and cfg.finetune.optimizer.lr == lr
+    assert cfg.model.head == "shared" and len(cfg.tasks) == 5
+    if continual is not None:
+        assert OmegaConf.to_container(cfg.continual) == continual
+
+
+def test_seq_cifar10_mammoth_runs_a_stage_on_cifar_files_with_task_il(tmp_path, cifar10_dir):
+    from music.run import run
+
+    cfg = make_cfg(
+        tmp_path,
+        cifar10_dir,
+        "sweep=seq_cifar10_mammoth",
+        "experiment=er_mammoth",
+        "tasks=[[0,1]]",
+        "finetune.epochs=1",
+        "continual.memory_size=10",
+    )
+    metrics = run(cfg)
+    assert metrics["val/acc"] is None and metrics["continual/method"] == "ER" and metrics["continual/kept"] == 10
+    assert metrics["test/acc_task_il"] is not None and metrics["acc_matrix_task_il"] == [[metrics["test/acc_task_il"]]]
+
+
+@pytest.mark.parametrize("preset", ["hsu_split_mnist", "music_paper"])
+def test_paper_presets_carry_their_reference_figures(tmp_path, preset):
+    from music.config import validate
+    from music.strategies import STRATEGIES
+
+    cfg = make_cfg(tmp_path, tmp_path, f"sweep={preset}")
+    validate(cfg, STRATEGIES)
+    figures = cfg.reference.figures
+    assert all(0 <= v <= 1 for row in figures.values() for v in row.values())
+    if preset == "hsu_split_mnist":
+        assert figures.lwf["test/acc"] == 0.2417 and cfg.data.val_fraction == 0 and cfg.model.net.hidden == [400, 400]
+        assert cfg.finetune.epochs == 4 and cfg.finetune.optimizer.lr == 1e-3 and cfg.data.batch_size == 128
+    else:
+        assert dict(figures.theta0) == {"test/acc": 0.917} and figures.sequential["test/acc"] == 0.88
+
+
+# ---------- a continual method's own setting in a multirun over experiments
+
+
+def test_a_multirun_over_experiments_takes_a_methods_own_setting_with_double_plus(tmp_path, mnist_dir):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "sweep=class_incremental",
+        "experiment=replay,derpp",
+        "seed=0",
+        "++continual.memory_size=30",  # `++`: the sweep's base config (continual: none) has no such key yet
+        "tasks=[[0,1],[2,3]]",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "logger=none",
+        "trainer=cpu",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    kept = {
+        json.loads(p.read_text())["experiment"]: json.loads(p.read_text())["continual/kept"]
+        for p in (tmp_path / "sweep").rglob("metrics.json")
+    }
+    assert kept == {"replay": 30, "derpp": 30}
