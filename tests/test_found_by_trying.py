@@ -102,14 +102,12 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
         ),
         (
             ["+finetune.bar=1"],
-            "error: finetune.bar=1 is not allowed: no code reads it "
-            "(finetune's settings: epochs, linearized, optimizer, optimizer_state, scheduler, train)",
+            "error: finetune.bar=1 is not allowed: no code reads it (finetune's settings: ",  # epochs, …: below
         ),
         (["+data.baz=1"], "error: data.baz=1 is not allowed: no code reads it (data's settings: batch_size, "),
         (
             ["experiment=ties", "+merge.qux=1"],
-            "error: merge.qux=1 is not allowed: no code reads it "
-            "(merge's settings: batchnorm, include_head, keep_fraction, lambdas, method, num_samples)",
+            "error: merge.qux=1 is not allowed: no code reads it (merge's settings: ",
         ),
         (
             ["+trainer.foo=1"],
@@ -121,6 +119,9 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
 def test_a_key_no_code_reads_is_one_line_listing_the_groups_settings(tmp_path, mnist_dir, overrides, message):
     line = refused(train(tmp_path, f"data.data_dir={mnist_dir}", "experiment=merged", *overrides), tmp_path)
     assert line.startswith(message), line
+    listed = line.split("settings: ", 1)[1].rstrip(")").split(", ")
+    known = {"finetune": {"epochs", "optimizer", "scheduler", "train"}, "merge": {"keep_fraction", "lambdas", "method"}}
+    assert known.get(overrides[-1][1:].split(".")[0], set()) <= set(listed), listed
 
 
 def test_output_that_is_not_a_terminal_gets_one_plain_line_per_epoch_and_no_redraws(tmp_path, mnist_dir):
