@@ -138,11 +138,12 @@ def plain_epoch(net, images, labels, batch_size, lr, batches: int | None = None,
 def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     quiet_lightning()  # as a run's training stages are
     module = Classifier(
-        build_network(cfg),
+        build_network(cfg, data.spec),
         instantiate(cfg.pretrain.optimizer),
         tasks=[list(t) for t in cfg.tasks],
         num_classes=data.spec.classes,
         augment=training_augment(cfg.augment, data.spec, seed=0),
+        normalize=data.normalize,
     )
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]  # the project's own: its progress bar
     trainer = instantiate(
@@ -164,8 +165,8 @@ def epoch_figures(
     data = load_data(cfg).to(device)
     paths = {
         "plain": lambda: plain_epoch(
-            build_network(cfg),
-            data.train_images,
+            build_network(cfg, data.spec),
+            data.images(torch.arange(len(data.train))),
             data.train_labels,
             cfg.data.batch_size,
             cfg.pretrain.optimizer.lr,
@@ -299,12 +300,12 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
         return sum(v for k, v in run.ctx.timings.items() if k.startswith("fit/sequential/"))
 
     def plain() -> float:
-        net, val = build_network(cfg), data.train_images[data.split.val]
+        net, val = build_network(cfg, data.spec), data.images(data.split.val)
         start = time.perf_counter()
         for i in range(len(cfg.tasks)):
             rows = data.split.task_train(i)
             plain_epoch(
-                net, data.train_images[rows], data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr
+                net, data.images(rows), data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr
             )
             with torch.no_grad():
                 net(val).argmax(dim=1)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import FAST, make_cfg, write_cifar_files, write_svhn_files
 from music.data import DATASETS, load_dataset
-from music.data.task_data import load_normalized
+from music.data.task_data import TaskData
 from music.errors import DataError
 from music.run import run
 
@@ -61,10 +61,14 @@ def test_cifar_rows_are_channel_major_and_svhn_zero_is_labelled_ten(tmp_path):
     assert labels.tolist() == [0, 4] and images[1, 2, 4, 9] == 77 and images.sum() == 77
 
 
-def test_images_are_standardised_with_the_declared_statistics(tmp_path):
+def test_images_are_stored_as_uint8_and_standardised_with_the_declared_statistics(tmp_path):
     write_cifar_files(tmp_path)
-    raw = load_dataset("cifar10", tmp_path, download=False)["train"][0].float() / 255
-    normalized = load_normalized("cifar10", str(tmp_path), False)[0]
+    raw = load_dataset("cifar10", tmp_path, download=False)["train"][0]
+    data = TaskData("cifar10", str(tmp_path), download=False)
+    data.setup()
+    assert data.train.images.dtype == torch.uint8 and torch.equal(data.train.images, raw)  # 4× less than floats
+    normalized = data.images(torch.arange(len(raw)))
+    raw = raw.float() / 255
     spec = DATASETS["cifar10"]
     for c in range(3):
         assert torch.allclose(normalized[:, c], (raw[:, c] - spec.mean[c]) / spec.std[c], atol=1e-6)

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, make_cfg, write_mnist_files, write_svhn_files
-from music.data.composite import conform, dataset_tasks, pooled_statistics
-from music.data.sources import dataset_spec
+from music.data.composite import conform, pooled_statistics
+from music.data.pixels import Resize
+from music.data.refs import Catalog, Composite, Pixels
+from music.data.resolve import resolve
+from music.data.task_data import TaskData
 from music.errors import ConfigError, DataError
 from music.run import run
 
@@ -27,21 +30,29 @@ def digits_dir(tmp_path_factory) -> Path:
     return write_svhn_files(root, per_class_train=40, per_class_test=10)
 
 
-def test_tasks_naming_datasets_become_class_ids_of_their_composite():
-    name, tasks = dataset_tasks(["fashion_mnist", {"data": "svhn", "classes": [3, 5]}, [1, 2]], "mnist")
-    assert name == "fashion_mnist+svhn+mnist"
-    assert tasks == [list(range(10)), [13, 15], [21, 22]]  # SVHN after Fashion-MNIST's 10, MNIST after SVHN's 10
-    assert dataset_tasks([[0, 1], [2, 3]], "mnist") is None  # class lists of the data group's dataset: nothing to do
-    name, tasks = dataset_tasks([[0, 1]], "mnist", pretrain="cifar100")  # θ0's dataset comes first
-    assert (name, tasks) == ("cifar100+mnist", [[100, 101]])
+def plan(tmp_path, *overrides):
+    return resolve(make_cfg(tmp_path, tmp_path, *overrides))
+
+
+def test_tasks_naming_datasets_become_class_ids_of_their_composite(tmp_path):
+    found = plan(tmp_path, "tasks=[fashion_mnist,{data:svhn,classes:[3,5]},[1,2]]")
+    assert found.key == "fashion_mnist+svhn+mnist" and found.source == Composite(
+        (Catalog("fashion_mnist"), Catalog("svhn"), Catalog("mnist"))
+    )  # a typed value: nothing to parse
+    assert found.tasks == [list(range(10)), [13, 15], [21, 22]]  # SVHN after Fashion-MNIST's 10, MNIST after SVHN's
+    assert found.dataset_of([13, 15]) == "svhn" and found.dataset_of([9, 10]) is None
+    same = plan(tmp_path, "tasks=[[0,1],[2,3]]")  # class lists of the data group's dataset: nothing to do
+    assert (same.source, same.tasks) == (Catalog("mnist"), [[0, 1], [2, 3]])
+    first = plan(tmp_path, "tasks=[[0,1]]", "data.pretrain.data=cifar100")  # θ0's dataset comes first
+    assert (first.key, first.tasks, first.pretrain_classes) == ("cifar100+mnist", [[100, 101]], list(range(100)))
     with pytest.raises(ConfigError, match=r"tasks\[1\]\.classes"):
-        dataset_tasks(["mnist", {"data": "svhn", "classes": [10]}], "mnist")
+        plan(tmp_path, "tasks=[mnist,{data:svhn,classes:[10]}]")
     with pytest.raises(ConfigError, match=r"tasks\[0\]='imagenet' is not allowed: one of mnist"):
-        dataset_tasks(["imagenet"], "mnist")
+        plan(tmp_path, "tasks=[imagenet]")
 
 
 def test_the_composite_declares_the_largest_shape_and_the_pooled_normalisation():
-    spec = dataset_spec("fashion_mnist+svhn")
+    spec = Composite((Catalog("fashion_mnist"), Catalog("svhn"))).declare(Pixels(None, Resize(32)))
     assert (spec.classes, spec.shape, spec.title) == (20, (3, 32, 32), "Fashion-MNIST + SVHN")
     assert spec.names[:2] == ("T-shirt/top", "trouser") and spec.names[10:12] == ("0", "1")
     # an equal mixture of two parts with exactly these statistics has exactly the pooled ones
@@ -136,19 +147,25 @@ def write_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 12,
     return root
 
 
-def folder_name(root: Path, size: int = 16, fraction: float = 0.25) -> str:
-    return f"image_folder:{size}:{fraction}:{root}"
+def folder_data(root: Path, size: int = 16, fraction: float = 0.25, **settings) -> TaskData:
+    """data=image_folder as a run resolves and stores it (decoded in memory: no cache folder)."""
+    cfg = make_cfg(root.parent, root.parent, "data=image_folder", f"data.root={root}", f"data.image_size={size}")
+    cfg.data.test_fraction = fraction
+    for key, value in settings.items():
+        cfg.data[key] = value
+    limit = {"max_image_pixels": settings["max_image_pixels"]} if "max_image_pixels" in settings else {}
+    data = TaskData(image_size=size, test_fraction=fraction, plan=resolve(cfg), workers=0, **limit)
+    data.setup()
+    return data
 
 
 def test_an_image_folder_declares_itself_from_its_tree(tmp_path):
-    from music.data.sources import load_dataset
-
     root = write_folder(tmp_path / "pets")
-    spec = dataset_spec(folder_name(root))
+    data = folder_data(root)
+    spec = data.spec
     assert (spec.classes, spec.shape, spec.names, spec.title) == (3, (3, 16, 16), ("cat", "dog", "owl"), "pets")
-    splits = load_dataset(folder_name(root), tmp_path)
-    (train, train_labels), (test, test_labels) = splits["train"], splits["test"]
-    assert (len(train), len(test)) == (27, 9)  # a quarter of each class's 12 images held out as the test set
+    train, train_labels, test_labels = data.train.images, data.train.labels, data.test.labels
+    assert (len(train), len(test_labels)) == (27, 9)  # a quarter of each class's 12 images held out as the test set
     assert torch.bincount(test_labels).tolist() == [3, 3, 3]
     assert train.shape[1:] == (3, 16, 16) and train.dtype == torch.uint8
     red = train[train_labels == 0].float().mean((0, 2, 3))
@@ -158,7 +175,9 @@ def test_an_image_folder_declares_itself_from_its_tree(tmp_path):
     assert std[2] > 0
     split_root = write_folder(tmp_path / "split", split="train")
     write_folder(split_root, per_class=4, split="test")
-    assert len(load_dataset(folder_name(split_root), tmp_path)["test"][1]) == 12  # its own test/ folder
+    assert len(folder_data(split_root).test.labels) == 12  # its own test/ folder
+    named = folder_data(root, class_names=["a cat", "a dog", "an owl"], prompts=["a snapshot of {}."])
+    assert named.spec.class_prompts()[2] == ("a snapshot of an owl.",)  # data.class_names, data.prompts
 
 
 def test_a_run_on_an_image_folder(tmp_path):
@@ -168,28 +187,62 @@ def test_a_run_on_an_image_folder(tmp_path):
     assert metrics["test/acc"] == 1.0  # three colours: learnable
 
 
+def write_bomb(path: Path) -> None:
+    """A PNG whose header declares 40000 × 40000 pixels (1.6 G: above twice PIL's limit), its data tiny."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize(
     "tree, words",
     [
         ("missing", "no such folder"),
-        ("empty", "not an image folder tree"),
+        ("one class", "an ImageFolder tree needs ≥ 2 class folders (only 'cat')"),
+        ("empty class", "class folder 'dog' has no image file"),
         ("mismatch", "train/ and test/ name different classes (owl in one only)"),
-        ("corrupt", "not an image"),
+        ("corrupt", "broken.png: not an image PIL can decode"),
+        ("truncated", "cut.jpg: not an image PIL can decode"),
+        ("bomb", "bomb.png: Image size (1600000000 pixels) exceeds limit"),
     ],
 )
-def test_a_wrong_tree_is_refused_in_one_line(tmp_path, tree, words):
+def test_a_wrong_tree_is_refused_in_one_line_before_training(tmp_path, tree, words):
     root = tmp_path / "tree"
-    if tree == "empty":
-        (root / "cat").mkdir(parents=True)
+    if tree == "one class":
+        write_folder(root, classes=("cat",))
+    elif tree == "empty class":
+        write_folder(root, classes=("cat",))
+        (root / "dog").mkdir()
     elif tree == "mismatch":
         write_folder(root, split="train")
         write_folder(root, classes=("cat", "dog"), split="test")
     elif tree == "corrupt":
         write_folder(root)
         (root / "dog" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="data.root") as error:
-        dataset_spec(folder_name(root, size=17))  # a size of its own: no earlier read of the same name is reused
+    elif tree == "truncated":
+        write_folder(root)
+        whole = (root / "dog" / "0.jpg").read_bytes()
+        (root / "dog" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    elif tree == "bomb":
+        write_folder(root)
+        write_bomb(root / "owl" / "bomb.png")
+    with pytest.raises(DataError) as error:
+        folder_data(root, size=17)
     assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_image_size_limit_is_a_setting(tmp_path):
+    root = write_folder(tmp_path / "tree")  # 20 × 24 images: 480 pixels
+    assert len(folder_data(root, max_image_pixels=1000).train.labels) == 27
+    with pytest.raises(DataError, match="exceeds limit"):
+        folder_data(root, size=18, max_image_pixels=200)  # PIL refuses above twice the limit
 
 
 def test_a_wrong_tree_exits_2_from_the_command_line(tmp_path):

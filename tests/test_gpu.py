@@ -25,7 +25,7 @@ def test_a_run_on_the_gpu_keeps_its_data_there_and_matches_the_cpu(tmp_path, fas
     gpu = run(gpu_cfg)
     cpu = run(make_cfg(tmp_path / "cpu", fashion_dir, *common, cache_dir=tmp_path / "cpu_cache"))
     assert abs(gpu["test/acc"] - cpu["test/acc"]) < 0.02 and len(gpu["acc_matrix"]) == 2
-    assert load_data(gpu_cfg).to(torch.device("cuda")).train_images.is_cuda
+    assert load_data(gpu_cfg).to(torch.device("cuda")).train.images.is_cuda
 
 
 def test_augmentation_draws_on_the_gpu_and_repeats_with_its_seed():

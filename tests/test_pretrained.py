@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, backbone_overrides, make_cfg, write_mnist_files, write_svhn_files
-from music.data.sources import dataset_spec
+from music.data.pixels import resized
+from music.data.refs import Catalog, Composite, Pixels
+from music.data.sources import DATASETS
 from music.errors import ConfigError
 from music.models.pretrained import Clip, InputAdapter, Timm
 from music.run import run
@@ -30,7 +32,7 @@ def digits_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("file", ["vit", "vit_pth"])
 def test_timm_loads_a_local_weights_file(weights, file):
-    net = Timm(10, [1, 28, 28], dataset_spec("mnist"), name="test_vit", weights=str(weights[file]))
+    net = Timm(10, [1, 28, 28], DATASETS["mnist"], name="test_vit", weights=str(weights[file]))
     loaded = net.features[1].state_dict()
     for key, value in weights["vit_state"].items():
         if not key.startswith("head."):  # timm drops its own classifier (num_classes=0); ours is `head`
@@ -41,7 +43,7 @@ def test_timm_loads_a_local_weights_file(weights, file):
 
 
 def test_the_input_adapter_restores_pixels_and_applies_the_backbones_normalisation():
-    spec = dataset_spec("mnist")
+    spec = DATASETS["mnist"]
     adapter = InputAdapter(spec, (28, 28), (0.5, 0.4, 0.3), (0.2, 0.2, 0.25))
     pixels = torch.rand(2, 1, 28, 28)
     out = adapter((pixels - 0.1307) / 0.3081)  # as the run holds MNIST: standardised with its declared statistics
@@ -51,7 +53,7 @@ def test_the_input_adapter_restores_pixels_and_applies_the_backbones_normalisati
 
 
 def test_clip_loads_its_checkpoint_and_starts_zero_shot(weights):
-    spec = dataset_spec("fashion_mnist")
+    spec = DATASETS["fashion_mnist"]
     net = Clip(10, [1, 28, 28], spec, "music-tiny-clip", str(weights["clip"]), str(weights["clip_config"]))
     visual = net.features[1].state_dict()
     for key, value in visual.items():
@@ -83,15 +85,16 @@ def test_a_weights_file_of_another_network_is_one_line(tmp_path, weights):
 
     save_file({"weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="model.net.weights=.* is not allowed: a test_vit weights file") as error:
-        Timm(10, [1, 28, 28], dataset_spec("mnist"), name="test_vit", weights=str(tmp_path / "other.safetensors"))
+        Timm(10, [1, 28, 28], DATASETS["mnist"], name="test_vit", weights=str(tmp_path / "other.safetensors"))
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="model.net.pretrained=.* is not allowed: music-tiny-clip weights") as error:
-        Clip(10, [1, 28, 28], dataset_spec("mnist"), "music-tiny-clip", str(tmp_path / "other.safetensors"))
+        Clip(10, [1, 28, 28], DATASETS["mnist"], "music-tiny-clip", str(tmp_path / "other.safetensors"))
     assert "\n" not in str(error.value)
 
 
 def test_each_part_of_a_composite_keeps_its_own_prompts():
-    prompts = dataset_spec("mnist+cifar10").class_prompts()
+    composite = Composite((Catalog("mnist"), Catalog("cifar10")))
+    prompts = composite.declare(Pixels(None, Clip.eval_resize("ViT-B-32"))).class_prompts()
     assert prompts[3] == ('a photo of the number: "3".',)
     assert len(prompts[13]) == 18 and prompts[13][1] == "a blurry photo of a cat."  # task_vectors' CIFAR templates
     assert prompts[13][-1] == "a photo of the big cat."
@@ -99,9 +102,9 @@ def test_each_part_of_a_composite_keeps_its_own_prompts():
 
 def test_unknown_names_are_one_line():
     with pytest.raises(ConfigError, match="model.net.name='no_such_net' is not allowed: a timm model name"):
-        Timm(10, [1, 28, 28], dataset_spec("mnist"), name="no_such_net")
+        Timm(10, [1, 28, 28], DATASETS["mnist"], name="no_such_net")
     with pytest.raises(ConfigError, match="model.net.name='no-such-clip' is not allowed: an OpenCLIP model"):
-        Clip(10, [1, 28, 28], dataset_spec("mnist"), name="no-such-clip")
+        Clip(10, [1, 28, 28], DATASETS["mnist"], name="no-such-clip")
 
 
 @pytest.mark.parametrize(
@@ -174,3 +177,33 @@ def test_finetune_train_keeps_the_frozen_part_as_theta0(tmp_path, digits_dir):
         theta0, tuned = parts.artifacts.theta0, parts.artifacts.finetuned([0, 1])
         assert all(torch.equal(theta0[k], tuned[k]) for k in theta0 if k.startswith(frozen)), part
         assert any(not torch.equal(theta0[k], tuned[k]) for k in theta0 if not k.startswith(frozen)), part
+
+
+def _photo(width: int, height: int):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(width)
+    return Image.fromarray(torch.randint(0, 256, (height, width, 3), generator=g, dtype=torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("size", [(300, 200), (150, 400), (224, 224)])
+def test_images_are_stored_through_the_backbones_own_eval_transform(size):
+    """The stored pixels are exactly what open_clip's preprocess and timm's eval transform make of the original image
+    (before their normalisation, which the network's input adapter applies): bicubic shorter side, centre crop."""
+    import open_clip
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    image = _photo(*size)
+    clip = open_clip.image_transform(224, is_train=False)  # ViT-B-32's: 224 px, bicubic, resize_mode shortest
+    theirs = clip(image)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1)
+    ours = resized(image, Clip.eval_resize("ViT-B-32")).float().div(255)
+    assert torch.allclose(theirs * std + mean, ours, atol=1e-6)
+    config = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg("resnet18").to_dict())
+    theirs = create_transform(**config)(image)  # 224 px from a 235 px shorter side (crop_pct 0.95), bicubic
+    mean, std = (torch.tensor(config[k]).view(3, 1, 1) for k in ("mean", "std"))
+    resize = Timm.eval_resize("resnet18")
+    assert (resize.size, resize.scale, resize.interpolation) == (224, 235, "bicubic")
+    assert torch.allclose(theirs * std + mean, resized(image, resize).float().div(255), atol=1e-6)

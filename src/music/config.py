@@ -13,7 +13,8 @@ from omegaconf import DictConfig, ListConfig
 
 from music.align.step import AlignSettings
 from music.data.augment import AugmentSettings
-from music.data.sources import dataset_spec
+from music.data.refs import known_names
+from music.data.resolve import DataPlan, resolve
 from music.data.split import Split
 from music.errors import ConfigError, DataError
 from music.evaluation import HEADS
@@ -200,7 +201,7 @@ def _check_optimization(stage: str, hparams: DictConfig) -> None:
         instantiate_checked(f"{stage}.scheduler", hparams.scheduler, lambda factory: factory(optimizer=optimizer))
 
 
-def validate(cfg: DictConfig, strategies) -> None:
+def validate(cfg: DictConfig, strategies, plan: DataPlan | None = None) -> None:
     """Raise ConfigError on the first invalid setting."""
     if cfg.strategy not in strategies:
         raise ConfigError("strategy", cfg.strategy, f"one of {', '.join(strategies)}")
@@ -225,17 +226,22 @@ def validate(cfg: DictConfig, strategies) -> None:
     if declared:  # an unimportable target: instantiation names it
         check_known("data", cfg.data, [*declared, *HYDRA_KEYS])
     check_known("data.pretrain", cfg.data.get("pretrain") or {}, PRETRAIN_SPLIT_KEYS)
-    classes = dataset_spec(cfg.data.name).classes  # an unknown name: one line listing the datasets
+    plan = plan or resolve(cfg)  # the dataset as a typed value (an unknown name: one line listing the datasets)
+    classes = plan.spec.classes
     _check_val_fraction(cfg)
     _check_tasks(cfg, classes)
     _check_align(cfg)
     check_known("model", cfg.model, MODEL_KEYS)
     check("model.channels_last", cfg.model.get("channels_last", False), bool)
     check_declared("model.net", cfg.model.net)
-    net = build_network(cfg)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
+    net = build_network(cfg, plan.spec)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
     check_group("pretrain", cfg.pretrain, PretrainSettings, also=STAGE_KEYS)
     _check_pretrain_split(cfg, classes)
     check_group("finetune", cfg.finetune, FinetuneSettings, also=STAGE_KEYS)
+    for name, epochs in (cfg.finetune.get("epochs_per_dataset") or {}).items():
+        if name not in known_names():
+            raise ConfigError("finetune.epochs_per_dataset", name, f"keys among the datasets: {', '.join(known_names())}")
+        check(f"finetune.epochs_per_dataset.{name}", epochs, Positive)
     check_group("augment", cfg.augment, AugmentSettings)
     _check_checkpoint(cfg.pretrain.get("checkpoint"), net)
     for stage in ("pretrain", "finetune"):

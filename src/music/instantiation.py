@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from music.data.sources import dataset_spec
+from music.data.sources import DatasetSpec
 from music.errors import ConfigError, MusicError, first_line
 from music.settings import declared_settings, located, shown
 
@@ -57,12 +57,11 @@ def instantiate_checked(setting: str, node: DictConfig, call=lambda made: made, 
         raise ConfigError(where, value, f"{node.get('_target_')} refuses it: {said}") from None
 
 
-def build_network(cfg: DictConfig) -> torch.nn.Module:
+def build_network(cfg: DictConfig, spec: DatasetSpec) -> torch.nn.Module:
     """`model.net` built for the dataset: its number of classes and image shape come from the dataset's declaration
-    (music.data.sources), the architecture from the config (`model.head` is the protocol, not part of it). A network
+    (music.data.resolve's plan), the architecture from the config (`model.head` is the protocol, not part of it). A network
     that declares a `dataset` argument (a pretrained backbone: its input adapter, CLIP's class names) gets the
     declaration itself."""
-    spec = dataset_spec(cfg.data.name)
     wants = {"dataset": spec} if "dataset" in declared_settings(str(cfg.model.net.get("_target_"))) else {}
     return instantiate_checked(
         "model.net",

@@ -13,7 +13,7 @@ from music.atomic import unwritable
 from music.cache import ArtifactCache, cache_key
 from music.config import validate, validate_with_data
 from music.data import TaskData
-from music.data.composite import resolve_dataset_tasks
+from music.data.resolve import DataPlan, resolve
 from music.errors import ConfigError, MusicError, traceback_wanted, unset_line
 from music.experiment import Run
 from music.launching import claim_device
@@ -45,9 +45,13 @@ def own_overrides() -> list[str]:
     return [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") not in excluded]
 
 
-def load_data(cfg: DictConfig) -> TaskData:
-    """The data group's TaskData, split for the root `tasks` and `seed` (their one source)."""
-    data = instantiate(cfg.data, tasks=cfg.tasks, seed=cfg.seed, _convert_="all")
+def load_data(cfg: DictConfig, plan: DataPlan | None = None) -> TaskData:
+    """The data group's TaskData for the resolved plan (None: resolved here), split for the root `tasks` and `seed`
+    (their one source); its pixels' disk cache beside the artifacts' (cache.dir)."""
+    plan = plan or resolve(cfg)
+    cache_dir = cfg.cache.dir if cfg.cache.enabled else None
+    factory = instantiate(cfg.data, _partial_=True, _convert_="all")  # the plan is a value, not config to merge
+    data = factory(tasks=plan.tasks, seed=cfg.seed, plan=plan, cache_dir=cache_dir)
     data.setup()
     return data
 
@@ -78,15 +82,15 @@ def theta0_figures(run: Run) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Run the job `cfg` describes and return its metrics (also written to <output_dir>/metrics.json)."""
-    # the data group's settings first: they spell the dataset's name, which the tasks' resolver reads (an image folder:
-    # its tree, read before a bad image size or test fraction would otherwise be refused)
+    # the data group's settings first: the resolver reads them (an image folder's tree is listed there, after a bad
+    # test fraction or image size is refused by its own line)
     check_declared("data", cfg.data)
-    resolve_dataset_tasks(cfg)  # tasks that name datasets: their composite becomes the run's dataset
-    validate(cfg, STRATEGIES)
+    plan = resolve(cfg)  # the dataset as a typed value; tasks that name datasets: their composite
+    validate(cfg, STRATEGIES, plan)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg)
+    data = load_data(cfg, plan)
     validate_with_data(cfg, data.split)
     keep_wandb_in(output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -99,7 +103,7 @@ def run(cfg: DictConfig) -> dict:
             "strategy": cfg.strategy,
             "overrides": own_overrides(),
             "seed": cfg.seed,
-            "dataset": cfg.data.name,
+            "dataset": data.name,
             "dataset_title": data.spec.name,
             "tasks": parts.ctx.tasks,
             **({"tasks_given": OmegaConf.to_container(cfg.tasks_given)} if "tasks_given" in cfg else {}),

@@ -455,3 +455,17 @@ def download(name: str, data_dir: Path) -> Path | None:
                 f"({first_line(str(e), type(e).__name__)}); {dataset.fill_hint(data_dir)}"
             ) from None
     return Path(data_dir) / dataset.folder
+
+
+def load_files(name: str, data_dir: Path, download_missing: bool) -> FileSplits:
+    """The files of dataset `name`: from data_dir/<its folder> (or data_dir itself) in its real layout or as a plain
+    train/ + test/ tree; else what torchvision downloads there (data.download=true); else one line naming the folder
+    to fill and what goes there."""
+    dataset = FILE_DATASETS[name]
+    for folder in (data_dir / dataset.folder, data_dir / name, data_dir):
+        if folder.is_dir() and (found := dataset.read(folder)) is not None:
+            return found
+    fetched = download(name, data_dir) if download_missing else None
+    if fetched is not None and (found := dataset.read(fetched)) is not None:
+        return found
+    raise DataError(f"data.name={name}: {dataset.fill_hint(data_dir)}")

@@ -1,52 +1,39 @@
-"""Your own images as a dataset: torchvision's ImageFolder layout (one folder per class, named after it), either
-`root/train/<class>/…` and `root/test/<class>/…`, or `root/<class>/…` with a seeded `test_fraction` of each class held
-out as the test set. Images are read with torchvision's loader (PIL, RGB), resized to image_size × image_size, and the
-dataset declares itself like the others: classes from the folder names, shape 3 × size × size, and the normalisation
-computed once per process from its training images.
-
-configs/data/image_folder.yaml spells the dataset's name from its settings, `image_folder:<size>:<test
-fraction>:<root>`, so that every place that reads a dataset by name (declaration, cache keys, reports) reads this one.
-"""
+"""Your own images as a dataset (data=image_folder, music.data.refs.ImageFolder): torchvision's ImageFolder layout (one
+folder per class, named after it), either `root/train/<class>/…` and `root/test/<class>/…`, or `root/<class>/…` with a
+seeded `test_fraction` of each class held out as the test set. Only the tree is read here (files and labels); the
+images are decoded once, at the run's resolution, when the data is stored (music.data.store)."""
 
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from music.errors import ConfigError, DataError
+from music.errors import DataError
 
-PREFIX = "image_folder:"
 SPLIT_SEED = 0  # the held-out test images: fixed for the folder, the same for every run seed
 
-
-def parse(name: str) -> tuple[int, float, Path]:
-    try:
-        size, fraction, root = name.removeprefix(PREFIX).split(":", 2)
-        return int(size), float(fraction), Path(root)
-    except ValueError:
-        raise ConfigError(
-            "data.name", name, f"{PREFIX}<image size>:<test fraction>:<root> (data=image_folder)"
-        ) from None
+Listing = tuple[tuple[Path, ...], torch.Tensor]  # image files and their labels
 
 
-def _read_tree(root: Path, size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """(class names, uint8 images N×3×size×size, labels) of one ImageFolder tree."""
-    from PIL import UnidentifiedImageError
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
+def _listing(root: Path, setting: str = "data.root") -> tuple[list[str], Listing]:
+    """(class folder names, (files, labels)) of one ImageFolder tree: at least two classes, each with an image file."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    resize = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
-    try:
-        tree = ImageFolder(str(root))
-    except (FileNotFoundError, OSError) as e:  # no class folder, or a class folder without images
-        raise DataError(f"data.root={str(root)!r}: not an image folder tree ({e})") from None
-    images = []
-    for path, _ in tree.samples:
-        try:
-            images.append(resize(tree.loader(path)))
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"data.root: {path}: not an image ({type(e).__name__})") from None
-    return tree.classes, torch.stack(images), torch.tensor(tree.targets, dtype=torch.long)
+    if not root.is_dir():
+        raise DataError(f"{setting}={str(root)!r}: no such folder (an ImageFolder tree: one folder per class)")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise DataError(f"{setting}={str(root)!r}: an ImageFolder tree needs ≥ 2 class folders ({found})")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            why = f"no image file ({', '.join(IMG_EXTENSIONS)})"
+            raise DataError(f"{setting}={str(root)!r}: class folder {name!r} has {why}")
+        paths += files
+        labels += [label] * len(files)
+    return classes, (tuple(paths), torch.tensor(labels, dtype=torch.long))
 
 
 def _held_out(labels: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -60,50 +47,23 @@ def _held_out(labels: torch.Tensor, fraction: float) -> torch.Tensor:
     return mask
 
 
-@lru_cache(maxsize=4)
-def read(name: str) -> tuple[list[str], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """(class names, {'train': (images, labels), 'test': …}) of the folder `name` describes (read once per process)."""
-    size, fraction, root = parse(name)
+@lru_cache(maxsize=32)
+def read_tree(root: Path, test_fraction: float) -> tuple[list[str], dict[str, Listing]]:
+    """(class names, {'train': (files, labels), 'test': …}) of the tree at `root` (listed once per process)."""
     if not root.is_dir():
         raise DataError(f"data.root={str(root)!r}: no such folder (an ImageFolder tree: one folder per class)")
     if (root / "train").is_dir() or (root / "test").is_dir():
-        (train_classes, *train), (test_classes, *test) = (_read_tree(root / split, size) for split in ("train", "test"))
+        (train_classes, train), (test_classes, test) = (_listing(root / split) for split in ("train", "test"))
         if train_classes != test_classes:
             raise DataError(
                 f"data.root={str(root)!r}: train/ and test/ name different classes "
                 f"({', '.join(sorted(set(train_classes) ^ set(test_classes)))} in one only)"
             )
-        return train_classes, {"train": tuple(train), "test": tuple(test)}
-    classes, images, labels = _read_tree(root, size)
-    test = _held_out(labels, fraction)
+        return train_classes, {"train": train, "test": test}
+    classes, (paths, labels) = _listing(root)
+    test = _held_out(labels, test_fraction)
     if not 0 < int(test.sum()) < len(labels):
-        raise DataError(f"data.root={str(root)!r}: data.test_fraction={fraction} leaves no training or no test image")
-    return classes, {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}
-
-
-def statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per channel mean and std of uint8 images scaled to [0, 1]."""
-    scaled = images.float().div_(255).transpose(0, 1).flatten(1)
-    return tuple(round(v, 4) for v in scaled.mean(1).tolist()), tuple(round(v, 4) for v in scaled.std(1).tolist())
-
-
-def spec(name: str):
-    """The folder's declaration (a music.data.sources.DatasetSpec), read from its images."""
-    from music.data.sources import DatasetSpec
-
-    classes, splits = read(name)
-    size, _, root = parse(name)
-    mean, std = statistics(splits["train"][0])
-    return DatasetSpec(
-        "ImageFolder",
-        len(classes),
-        (3, size, size),
-        mean,
-        std,
-        lambda folder, declared: read(name)[1],
-        {},  # no named files: its root is in its name
-        "an ImageFolder tree",
-        str(root),
-        title=root.name,
-        class_names=tuple(classes),
-    )
+        why = f"data.test_fraction={test_fraction} leaves no training or no test image"
+        raise DataError(f"data.root={str(root)!r}: {why}")
+    kept = lambda mask: (tuple(p for p, m in zip(paths, mask.tolist()) if m), labels[mask])  # noqa: E731
+    return classes, {"train": kept(~test), "test": kept(test)}

@@ -1,20 +1,18 @@
-"""Where the images come from, and what each dataset is: its declaration (classes, image shape, normalisation, class
-names, augmentation) and the reader of its real on-disk format (music.data.readers), downloaded through torchvision when
-missing; composites of datasets (music.data.composite) and image folders (music.data.image_folder) declare themselves
-from their parts and their tree."""
+"""What each array dataset is — its declaration (classes, image shape, normalisation, class names, prompts,
+augmentation) and the reader of its real on-disk format (music.data.readers), downloaded through torchvision when
+missing. DatasetSpec is every dataset's declaration; image files, image folders and composites declare themselves in
+music.data.refs."""
 
 import logging
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from music.data import class_names as names
-from music.data import composite, image_folder
 from music.data.readers import Splits, read_cifar_folder, read_idx_folder, read_svhn_folder
-from music.errors import ConfigError, DataError, MusicError
+from music.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +24,10 @@ class DatasetSpec:
     torchvision: str  # torchvision.datasets class that downloads it
     classes: int
     shape: tuple[int, int, int]  # channels, height, width
-    mean: tuple[float, ...]  # per channel, of the training images scaled to [0, 1]: the normalisation
-    std: tuple[float, ...]
-    read: Callable[[Path, "DatasetSpec"], Splits | None]
+    # per channel, of the training images scaled to [0, 1]: the normalisation (None: measured from the images)
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    read: Callable[[Path, "DatasetSpec"], Splits | None] | None
     files: dict[str, tuple[str, ...]]  # per split, the files `read` needs
     kind: str  # what they are, for messages
     folder: str  # where torchvision's download puts them, under data_dir
@@ -41,8 +40,8 @@ class DatasetSpec:
     # its training augmentation under augment=dataset (music.data.augment): crop padding and flips
     augment: tuple[int, bool] = (0, False)
     class_names: tuple[str, ...] = ()  # what CLIP's zero-shot head reads (); (): the class ids
-    parts: tuple[str, ...] = ()  # a composite's datasets (music.data.composite), in label order
     prompts: tuple[str, ...] = names.GENERIC_PROMPTS  # CLIP's prompt templates for its classes, "{}" the class name
+    prompts_per_class: tuple[tuple[str, ...], ...] = ()  # a composite's: each class keeps its own dataset's prompts
 
     @property
     def name(self) -> str:
@@ -55,8 +54,8 @@ class DatasetSpec:
     def class_prompts(self) -> tuple[tuple[str, ...], ...]:
         """Per class, its prompts for CLIP's zero-shot head: each template of its dataset filled with its name (a
         composite's classes keep their own dataset's templates)."""
-        if self.parts:
-            return tuple(prompts for part in self.parts for prompts in dataset_spec(part).class_prompts())
+        if self.prompts_per_class:
+            return self.prompts_per_class
         return tuple(tuple(template.format(name) for template in self.prompts) for name in self.names)
 
 
@@ -138,45 +137,21 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def one_task_per_class(name: str) -> list[list[int]]:
-    """Resolver for train.yaml's default `tasks`: one task per class of the dataset (an unknown name: none, and
-    validation names the dataset setting)."""
+def one_task_per_class(name: str):
+    """Resolver for train.yaml's default `tasks`: one task per class of a declared array dataset; null for any other
+    (an image folder, image files: music.data.resolve counts their classes; an unknown name: validation says why)."""
     from omegaconf import OmegaConf  # a ListConfig, which OmegaConf.resolve (`--cfg job --resolve`) can put in place
 
-    spec = _known(name)
-    return OmegaConf.create([[c] for c in range(spec.classes)] if spec else [])
+    spec = DATASETS.get(name)
+    return OmegaConf.create([[c] for c in range(spec.classes)]) if spec else None
 
 
 def dataset_augment(name: str, key: str):
-    """Resolver for augment=dataset: the dataset's declared `crop_padding` or `flip` (an unknown dataset: none, and
-    validation names the dataset setting)."""
-    spec = _known(name)
+    """Resolver for augment=dataset: the dataset's declared `crop_padding` or `flip` (none for a dataset that declares
+    none: image folders, image files, an unknown name, which validation then names)."""
+    spec = DATASETS.get(name)
     padding, flip = spec.augment if spec else (0, False)
     return {"crop_padding": padding, "flip": flip}[key]
-
-
-def _known(name: str) -> "DatasetSpec | None":
-    """The dataset's declaration, or None where it has none (validation then says why in one line)."""
-    try:
-        return dataset_spec(name)
-    except MusicError:
-        return None
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    """A declared dataset, a composite of declared ones (`mnist+svhn`, music.data.composite) or an image folder
-    (`image_folder:…`, music.data.image_folder)."""
-    if name in DATASETS:
-        return DATASETS[name]
-    if isinstance(name, str) and (name.startswith(image_folder.PREFIX) or composite.SEPARATOR in name):
-        return _derived_spec(name)
-    allowed = f"one of {', '.join(DATASETS)}, several joined by {composite.SEPARATOR}, or data=image_folder"
-    raise ConfigError("data.name", name, allowed)
-
-
-@lru_cache(maxsize=16)
-def _derived_spec(name: str) -> DatasetSpec:
-    return image_folder.spec(name) if name.startswith(image_folder.PREFIX) else composite.spec(name)
 
 
 def _download(name: str, spec: DatasetSpec, data_dir: Path, download: bool) -> Path:
@@ -217,13 +192,10 @@ def load_dataset(name: str, data_dir: str | Path, download: bool = True) -> Spli
     """{'train': (uint8 images N×C×H×W, int64 labels), 'test': (...)} of one of DATASETS, read from the first folder
     that holds its files: data_dir itself, torchvision's data_dir/<spec.folder>, a system-wide copy, or what
     torchvision downloads into data_dir/<spec.folder>."""
-    spec = dataset_spec(name)
+    spec = DATASETS[name]
     data_dir = Path(data_dir)
-    if spec.parts:
-        return composite.load(spec, data_dir, download)
-    # an image folder's root is in its name; a named dataset's files may be in several places
-    folders = (data_dir, data_dir / spec.folder, *spec.system_copies) if spec.files else (Path(spec.folder),)
-    for folder in folders:
+    # a dataset's files may be in several places
+    for folder in (data_dir, data_dir / spec.folder, *spec.system_copies):
         splits = spec.read(folder, spec)
         if splits is not None:
             break

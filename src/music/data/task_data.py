@@ -1,74 +1,30 @@
-"""The data every run works with: images held as tensors in memory, split per class, served as whole batches by index."""
+"""The data every run works with: the dataset's splits stored as uint8 (resident on the device, or streamed from a disk
+cache: music.data.store), split per class, served as normalised batches by index."""
 
 import hashlib
-import math
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from music.data.sources import dataset_spec, load_dataset
+from music.data.pixels import Resize
+from music.data.refs import Catalog, Pixels
+from music.data.resolve import DataPlan
 from music.data.split import Split, make_split
+from music.data.store import Rows, Store, open_stores
 from music.settings import Positive
 
-
-class IndexedTensors(Dataset):
-    """`dataset[positions]` → (images, labels) of a whole batch: one gather, no per-sample Python or collate."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
-        self.images, self.labels, self.indices = images, labels, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.indices[positions]
-        return self.images[rows], self.labels[rows]
-
-
-class BatchPositions(Sampler):
-    """Yields tensors of positions, one per batch, in a seeded random order when shuffling."""
-
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0):
-        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
-        yield from order.split(self.batch_size)
-
-
-_LOADED: dict[tuple, tuple[torch.Tensor, ...]] = {}
-
-
-def load_normalized(name: str, data_dir: str, download: bool) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, test images, test labels), images as N×C×H×W floats standardised per channel with
-    the dataset's declared mean and std. Loaded once per process (a multirun's jobs share it); never modified in place."""
-    key = (name, str(Path(data_dir).resolve()))
-    if key not in _LOADED:
-        splits = load_dataset(name, data_dir, download)
-        spec = dataset_spec(name)
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
-        (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
-        _LOADED.clear()  # keep one dataset in memory
-        _LOADED[key] = tuple(
-            x
-            for images, labels in ((train_images, train_labels), (test_images, test_labels))
-            for x in (images.float().div_(255).sub_(mean).div_(std), labels)
-        )
-    return _LOADED[key]
+PIL_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS (a decompression-bomb guard)
 
 
 class TaskData:
-    """A dataset of DATASETS as normalized float tensors, split into θ0's data and per-task data.
+    """A dataset's images and labels, split into θ0's data and per-task data.
 
-    Its own train/val loaders serve the pretrain split; `loader(indices)` serves any other stage (a task,
-    the union of tasks, all validation data). Plain Python, so a run whose models all come from the cache
-    never imports Lightning; MusicDataModule is the same data as a LightningDataModule.
+    Its own train/val loaders serve the pretrain split; `loader(indices)` serves any other stage (a task, the union of
+    tasks, all validation data). Plain Python, so a run whose models all come from the cache never imports Lightning;
+    MusicDataModule is the same data as a LightningDataModule.
     """
 
     def __init__(
@@ -82,37 +38,72 @@ class TaskData:
         val_fraction: Annotated[float, "[0, 1)"] = 0.1,  # 0: nothing held out (a run that searches nothing)
         batch_size: Positive = 256,
         eval_batch_size: Positive = 4096,
-        # data=image_folder's settings (its name spells them, music.data.image_folder reads them from it)
-        root: str | None = None,
+        # where the images live: resident in memory (on the device) up to resident_max_gb, streamed from a disk cache
+        # beyond (auto), or forced either way; `workers` decode image files and feed streamed batches
+        storage: Literal["auto", "resident", "streamed"] = "auto",
+        resident_max_gb: Annotated[float, "(0, inf)"] = 8.0,
+        workers: Annotated[int, "[0, 64]"] = 4,
+        # image files (data=image_folder, the 8-task datasets): squashed to image_size when no pretrained backbone
+        # says otherwise; PIL refuses larger images (decompression bombs); null: no limit
         image_size: Annotated[int, "[8, 1024]"] = 32,
+        max_image_pixels: Annotated[int, "[1, inf)"] | None = PIL_MAX_PIXELS,
+        # data=image_folder's own settings (music.data.refs.ImageFolder)
+        root: str | None = None,
         test_fraction: Annotated[float, "(0, 1)"] = 0.2,
+        class_names: list[str] | None = None,  # what CLIP's zero-shot head reads; null: the folder names
+        prompts: list[str] | None = None,  # its prompt templates, "{}" the class name; null: "a photo of a {}."
+        plan: DataPlan | None = None,  # music.data.resolve's, for a run; None: `name` as declared
+        cache_dir: str | None = None,  # where the disk cache of stored pixels goes (the run's cache.dir); None: none
     ):
         super().__init__()  # cooperative: LightningDataModule.__init__ when this is a MusicDataModule
         pretrain = pretrain or {}
-        self.name, self.data_dir, self.download = name, data_dir, download
-        self.spec = dataset_spec(name)
-        self.tasks = (
-            [list(t) for t in tasks] if tasks is not None else [[c] for c in range(self.spec.classes)]
-        )  # None: one per class
+        if plan is None:
+            source, pixels = Catalog(name), Pixels(None, Resize(image_size))
+            plan = DataPlan(source, source.declare(pixels), pixels, tasks or [], None)
+        self.plan, self.data_dir, self.download = plan, data_dir, download
+        self.spec = plan.spec
+        self.tasks = [list(t) for t in tasks] if tasks else [[c] for c in range(self.spec.classes)]
         self.seed, self.val_fraction = seed, val_fraction
         self.pretrain_classes = list(pretrain.get("classes") or range(self.spec.classes))  # null: every class
         self.pretrain_fraction = pretrain.get("fraction", 0.5)
         self.pretrain_num_samples = pretrain.get("num_samples")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        # no more workers than cores: more only contend (DataLoader warns)
+        self.storage, self.resident_max_gb, self.workers = storage, resident_max_gb, min(workers, os.cpu_count() or 1)
+        self.max_image_pixels, self.cache_dir = max_image_pixels, cache_dir
         self.split: Split | None = None
+
+    @property
+    def name(self) -> str:
+        """The dataset's key (music.data.refs): its name, or a composite's parts' names joined by '+'."""
+        return self.plan.key
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        self.train_images, self.train_labels, self.test_images, self.test_labels = load_normalized(
-            self.name, self.data_dir, self.download
+        stores, mean, std = open_stores(
+            self.plan.source,
+            self.spec,
+            self.plan.pixels,
+            Path(self.data_dir),
+            self.download,
+            self.storage,
+            self.resident_max_gb,
+            Path(self.cache_dir) if self.cache_dir else None,
+            self.workers,
+            self.max_image_pixels,
         )
+        if self.spec.mean is None:  # measured from the training images: the declaration now says it
+            from dataclasses import replace
+
+            self.spec = replace(self.spec, mean=mean, std=std)
+        self.train, self.test = stores["train"], stores["test"]
         # which data this is, for cache keys: a folder's name says little (data=mnist may point at any IDX files)
         self.fingerprint = hashlib.sha256(
-            self.train_labels.numpy().tobytes() + self.test_labels.numpy().tobytes()
+            self.train.labels.numpy().tobytes() + self.test.labels.numpy().tobytes()
         ).hexdigest()[:16]
         self.split = make_split(
-            self.train_labels,
+            self.train.labels,
             self.tasks,
             self.seed,
             self.pretrain_classes,
@@ -122,20 +113,44 @@ class TaskData:
             num_classes=self.spec.classes,
         )
 
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.train.labels
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return self.test.labels
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batches → the network's input (standardised with the dataset's statistics), on their device."""
+        return self.train.normalize(images)
+
+    @property
+    def streamed(self) -> bool:
+        return self.train.streamed
+
     def to(self, device: torch.device | str) -> "TaskData":
-        """The images and labels moved to `device` once, for the whole run: every batch is then gathered there (on a
-        GPU, training and evaluation never copy images from the host)."""
-        self.train_images, self.train_labels, self.test_images, self.test_labels = (
-            t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)
-        )
+        """The labels (and resident images) moved to `device` once, for the whole run: every batch is then gathered
+        there (on a GPU, training and evaluation of resident data never copy images from the host)."""
+        self.train.to(device)
+        self.test.to(device)
         return self
 
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        """Normalised training images at `indices`, on the run's device."""
+        return self.train.gather(indices)
+
+    def train_rows(self, indices: torch.Tensor) -> Rows:
+        return self.train.view(indices)
+
+    def test_rows(self, indices: torch.Tensor) -> Rows:
+        return self.test.view(indices)
+
     def loader(self, indices: torch.Tensor, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        """Batches of training images at `indices` (shuffled with a seeded generator when training), gathered on the
-        images' device."""
+        """uint8 batches of training images at `indices` (shuffled with a seeded generator when training), on the run's
+        device (resident) or pinned for it (streamed); `normalize` makes them the network's input."""
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        dataset = IndexedTensors(self.train_images, self.train_labels, indices.to(self.train_images.device))
-        return DataLoader(dataset, batch_size=None, sampler=BatchPositions(len(indices), batch_size, shuffle, seed))
+        return self.train.loader(indices, batch_size, shuffle, seed, self.workers)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.split.pretrain_train, shuffle=True, seed=self.seed)
@@ -144,7 +159,7 @@ class TaskData:
         return self.loader(self.split.pretrain_val)
 
     def test_dataloader(self) -> DataLoader:
-        dataset = IndexedTensors(
-            self.test_images, self.test_labels, torch.arange(len(self.test_labels), device=self.test_images.device)
-        )
-        return DataLoader(dataset, batch_size=None, sampler=BatchPositions(len(dataset), self.eval_batch_size, False))
+        return self.test.loader(torch.arange(len(self.test)), self.eval_batch_size, False, 0, self.workers)
+
+
+__all__ = ["Store", "TaskData"]

@@ -13,7 +13,6 @@ from torch import nn
 
 from music.cache import ArtifactCache
 from music.continual import ContinualMethod
-from music.data import dataset_spec
 from music.data.augment import AugmentSettings
 from music.data.split import SPLIT_VERSION
 from music.experiment.context import Context, stage_seed
@@ -63,6 +62,10 @@ class FinetuneSettings:
     # sequential stages' loss over every class (all) or the classes of the tasks seen so far (seen: van de Ven's
     # "active classes", GT-RIPL's valid_out_dim)
     active_classes: Literal["all", "seen"] = "all"
+    # the papers' per-dataset budgets: {dataset: epochs} for tasks drawn from that dataset (e.g. sweep=eight_tasks);
+    # a dataset it does not name trains `epochs`
+    epochs_per_dataset: dict | None = None
+    scheduler_interval: Literal["epoch", "step"] = "epoch"  # when finetune.scheduler steps (step: warmup + cosine)
 
 
 def _plain(node) -> Any:
@@ -77,16 +80,26 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def data_material(cfg: DictConfig, fingerprint: str) -> dict:
-    """What every trained artifact depends on: the dataset (its name and a fingerprint of its contents), the
-    split, the batches, the trainer settings that change results, and the seed."""
-    spec = dataset_spec(cfg.data.name)
+def data_material(cfg: DictConfig, fingerprint: str, data=None) -> dict:
+    """What every trained artifact depends on: the dataset (its key and a fingerprint of its contents, the resolution
+    its pixels were stored at), the split, the batches, the trainer settings that change results, and the seed.
+    `data`: the run's TaskData (its plan and declaration); None: resolved from `cfg`."""
+    if data is None:
+        from music.data.resolve import resolve
+
+        plan = resolve(cfg.copy())
+        source, spec, pixels = plan.source, plan.spec, plan.pixels
+    else:
+        source, spec, pixels = data.plan.source, data.spec, data.plan.pixels
+    resized = [pixels.of(part) for part in getattr(source, "parts", (source,))]
     callbacks = (cfg.get("callbacks") or {}).items()
     return {
         "split_version": SPLIT_VERSION,
-        "dataset": cfg.data.name,
+        "dataset": source.key(),
         "fingerprint": fingerprint,
-        "normalization": [list(spec.mean), list(spec.std)],
+        "normalization": [list(spec.mean or ()), list(spec.std or ())],
+        # the resolution images were stored at (arrays as decoded: none, today's keys unchanged)
+        **({"pixels": [r and r.material() for r in resized]} if any(resized) else {}),
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
         # data.pretrain.data is spelled by the dataset's name (its composite's first part): unset, keys stay as they were
@@ -103,21 +116,25 @@ def data_material(cfg: DictConfig, fingerprint: str) -> dict:
     }
 
 
-def theta0_material(cfg: DictConfig, fingerprint: str) -> dict:
+def theta0_material(cfg: DictConfig, fingerprint: str, data=None) -> dict:
     """Exactly the settings that determine θ0 (its cache key): a given checkpoint's content, or how it is trained.
     θ0 is trained class-incrementally (one head over every class) whatever the head protocol of the fine-tunes."""
     if cfg.pretrain.get("checkpoint"):
         source = {"checkpoint_sha256": file_digest(cfg.pretrain.checkpoint)}
     else:
         source = {"pretrain": _plain(cfg.pretrain)}
-    return data_material(cfg, fingerprint) | {"model": _plain(cfg.model.net)} | source
+    return data_material(cfg, fingerprint, data) | {"model": _plain(cfg.model.net)} | source
 
 
-def training_material(cfg: DictConfig, theta0: dict, data: dict) -> dict:
+def training_material(cfg: DictConfig, theta0: dict, data: dict, finetune: DictConfig | None = None) -> dict:
     """Exactly the settings that determine a model fine-tuned from θ0 (its cache key): θ0's (`theta0`, its
-    theta0_material), the shared budget, the head protocol, and `data` (which classes, grouped how, in which order)."""
+    theta0_material), the budget (`finetune`, default cfg.finetune: its epochs already the task's own), the head
+    protocol, and `data` (which classes, grouped how, in which order)."""
     # optimizer_state concerns sequential stages alone: they name it in `data` when they carry it
-    finetune = {k: v for k, v in _plain(cfg.finetune).items() if k != "optimizer_state"}
+    finetune = {k: v for k, v in _plain(finetune or cfg.finetune).items() if k != "optimizer_state"}
+    finetune.pop("epochs_per_dataset", None)  # the stage's own epochs are in `epochs`
+    if finetune.get("scheduler_interval") == "epoch":  # the default: today's fine-tunes keep their keys
+        del finetune["scheduler_interval"]
     if finetune.get("train") == "all":  # the default: today's fine-tunes keep their keys
         del finetune["train"]
     if finetune.get("active_classes") == "all":  # likewise
@@ -132,7 +149,7 @@ class Artifacts:
 
     # ---- networks ----
     def new_net(self) -> nn.Module:
-        return build_network(self.ctx.cfg)
+        return build_network(self.ctx.cfg, self.ctx.data.spec)
 
     def load_net(self, state: State) -> nn.Module:
         net = self.new_net()
@@ -180,7 +197,7 @@ class Artifacts:
     @cached_property
     def theta0_material(self) -> dict:
         """θ0's cache material, computed once per run (a given checkpoint is hashed once, not per fine-tune)."""
-        return theta0_material(self.ctx.cfg, self.ctx.data.fingerprint)
+        return theta0_material(self.ctx.cfg, self.ctx.data.fingerprint, self.ctx.data)
 
     # ---- fine-tunes ----
     def trained(
@@ -193,13 +210,14 @@ class Artifacts:
         continual=None,
         optimizer_state: dict | None = None,
         active: torch.Tensor | None = None,
+        task: list[int] | None = None,
     ) -> State:
         """`start` fine-tuned on the images at `train_idx` with the shared budget (finetune.*), from the cache
         when the same `data` (its description: classes, order, continual method) was trained from θ0 before. With
         `optimizer_state` (a previous stage's; {} at the first stage) the optimizer starts from it, and the entry also
         holds the state it ended with (music.models.optimizer_state.split tells them apart). A continual method's
         `state` (what only training sees) is kept in the entry too and handed back to it, cached or not."""
-        finetune = self.ctx.cfg.finetune
+        finetune = self.budget(task)
 
         def build():
             module = self.training.fit(
@@ -216,12 +234,24 @@ class Artifacts:
             method = {f"{METHOD_PREFIX}{k}": v for k, v in continual.state().items()} if continual is not None else {}
             return plain_state(module.net) | carried | method
 
-        material = training_material(self.ctx.cfg, self.theta0_material, data)
+        material = training_material(self.ctx.cfg, self.theta0_material, data, finetune)
         entry = self.cache.get_or_build(name, material, build, label=stage)
         method = {k.removeprefix(METHOD_PREFIX): v for k, v in entry.items() if k.startswith(METHOD_PREFIX)}
         if method:
             continual.load_state(method)
         return {k: v for k, v in entry.items() if not k.startswith(METHOD_PREFIX)}
+
+    def budget(self, task: list[int] | None) -> DictConfig:
+        """finetune.* with the epochs of the dataset `task` is drawn from (finetune.epochs_per_dataset), if it names
+        it; a fine-tune over several datasets (merged) or none named: finetune.epochs."""
+        finetune = self.ctx.cfg.finetune
+        per_dataset = finetune.get("epochs_per_dataset") or {}
+        dataset = self.ctx.data.plan.dataset_of(task) if task is not None else None
+        if dataset not in per_dataset:
+            return finetune
+        budget = finetune.copy()
+        budget.epochs = per_dataset[dataset]
+        return budget
 
     def finetuned(self, task: list[int]) -> State:
         """θ0 fine-tuned on the classes of `task` alone (cached on disk, loaded once per run; independent of
@@ -230,7 +260,9 @@ class Artifacts:
         if key not in self._finetuned:
             stage = "individual/task_" + "_".join(map(str, key))
             train = self.ctx.split.train_of(task)
-            self._finetuned[key] = self.trained("finetune", {"task": list(key)}, self.theta0, train, stage)
+            self._finetuned[key] = self.trained(
+                "finetune", {"task": list(key)}, self.theta0, train, stage, task=list(key)
+            )
         return self._finetuned[key]
 
     def with_task_heads(self, state: State) -> State:
@@ -280,11 +312,11 @@ class Artifacts:
                 active = torch.zeros(ctx.num_classes, dtype=torch.bool)
                 active[[c for task in ctx.tasks[: i + 1] for c in task]] = True
             stage = f"sequential/stage_{i}"
-            state = self.trained("sequential", prefix, state, seen, stage, method, optimizer, active)
+            state = self.trained("sequential", prefix, state, seen, stage, method, optimizer, active, ctx.tasks[i])
             if carry:
                 state, optimizer = optimizer_states.split(state)
             if method:
-                images, labels = ctx.data.train_images[seen], ctx.data.train_labels[seen]
+                images, labels = ctx.data.images(seen), ctx.data.train_labels[seen.to(ctx.device)]
                 method.end_stage(
                     i, self.model(state).to(ctx.device), images, labels, ctx.seeded(f"continual/stage_{i}")
                 )

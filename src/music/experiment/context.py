@@ -46,14 +46,16 @@ class Context:
         data.to(self.device)  # once for the run: training batches, evaluations and λ searches read the images there
         val = self.split.val.to(self.device)
         test = torch.arange(len(data.test_labels), device=self.device)
-        if "tasks_given" in cfg:  # tasks that are datasets (music.data.composite): judged on the tasks' classes alone,
-            # not on θ0's own dataset (data.pretrain.data) nor on the classes a subset task leaves out
+        # tasks that are datasets (music.data.composite): judged on the tasks' classes alone, not on θ0's own dataset
+        # (data.pretrain.data) nor on the classes a subset task leaves out
+        if data.plan.pretrain_classes is not None or "tasks_given" in cfg:
             tasks_classes = torch.as_tensor(self.split.task_classes, device=self.device)
             val = val[torch.isin(data.train_labels[val], tasks_classes)]
             test = test[torch.isin(data.test_labels, tasks_classes)]
+        # read lazily, batch by batch (music.data.store.Rows): an evaluation set need not fit in memory
         self.eval_sets = {
-            "val": (data.train_images[val], data.train_labels[val].cpu()),
-            "test": (data.test_images[test], data.test_labels[test].cpu()),
+            "val": (data.train_rows(val), data.train_labels[val].cpu()),
+            "test": (data.test_rows(test), data.test_labels[test].cpu()),
         }
 
     def seeded(self, purpose: str) -> torch.Generator:
@@ -67,13 +69,11 @@ class Context:
         chosen = pool[
             torch.randperm(len(pool), generator=self.seeded(f"{purpose}/" + "_".join(map(str, task))))[:count]
         ]
-        return self.data.train_images[
-            chosen.to(self.device)
-        ].cpu()  # on the CPU, where statistics and alignment compute
+        return self.data.images(chosen).cpu()  # on the CPU, where statistics and alignment compute
 
     def task_val_images(self) -> list[torch.Tensor]:
         """Each task's held-out validation images (alignment's KL and AdaMerging read them; never their labels)."""
-        return [self.data.train_images[self.split.task_val(i).to(self.device)].cpu() for i in range(len(self.tasks))]
+        return [self.data.train_rows(self.split.task_val(i)).materialize() for i in range(len(self.tasks))]
 
     def task_masks(self) -> list[torch.Tensor]:
         """Per task, the classes its images are scored over (every class of a task shares its row: known from the

@@ -117,9 +117,11 @@ class Training:
             optimizer_state=optimizer_state,
             augment=augment,
             channels_last=channels_last,
+            normalize=ctx.data.normalize,
+            scheduler_interval=hparams.get("scheduler_interval", "epoch"),
         )
-        callbacks = self.callbacks() + list(extra_callbacks)
         module.active = active  # the classes the loss covers (finetune.active_classes=seen), None: every class
+        callbacks = self.callbacks() + list(extra_callbacks)
         bar = any(isinstance(c, ProgressBar) for c in callbacks)  # none configured: no bar (not Lightning's default)
         trainer = instantiate_checked(
             "trainer",

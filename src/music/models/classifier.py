@@ -1,5 +1,6 @@
 """The LightningModule: a network from config, optimizer/scheduler partials, accuracy overall, per class and per task."""
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,11 +38,14 @@ class Classifier(L.LightningModule):
         optimizer_state: dict | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         channels_last: bool = False,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        scheduler_interval: str = "epoch",
     ):
         super().__init__()
         # modules and partials stay out of hparams: checkpoints must load with torch.load(weights_only=True)
         self.save_hyperparameters(
-            ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state", "augment"], logger=False
+            ignore=["net", "optimizer", "scheduler", "allowed", "continual", "optimizer_state", "augment", "normalize"],
+            logger=False,
         )
         self.continual = continual  # a continual-learning method's hooks (music.continual), or None
         self.net = net
@@ -50,12 +54,20 @@ class Classifier(L.LightningModule):
         self.optimizer_state = optimizer_state
         self.augment = augment  # training batches only (music.data.augment); evaluation never augments
         self.channels_last = channels_last  # batches in NHWC memory order, as the net's weights (model.channels_last)
+        self.scheduler_interval = scheduler_interval  # the scheduler steps per "epoch" or per optimizer "step"
+        self.normalize = normalize  # uint8 batches (music.data.store) → the network's input, on the device
         self.tasks = [list(t) for t in tasks]
         self.stage = stage
         # the head protocol (see evaluation.allowed_classes): which classes a sample of each class is scored over
         # (None when every class is allowed everywhere: the shared head needs no masking)
         self.register_buffer("allowed", None if allowed is None or bool(allowed.all()) else allowed, persistent=False)
         self.confusion = nn.ModuleDict({split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")})
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        if x.dtype == torch.uint8:  # stored pixels: standardised here, on the device, after a 4× smaller transfer
+            x = self.normalize(x)
+        return x, y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
@@ -123,7 +135,9 @@ class Classifier(L.LightningModule):
             load_optimizer_state(optimizer, self.optimizer_state)
         if self.scheduler_factory is None:
             return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
-        }
+        length = {}  # a per-step schedule that spans the stage: its number of optimizer steps, known only here
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            given = getattr(self.scheduler_factory, "keywords", {}).get("total_steps")
+            length = {"total_steps": given or int(self.trainer.estimated_stepping_batches)}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **length)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from music.data.pixels import Resize
 from music.data.sources import DatasetSpec
 from music.errors import ConfigError, first_line
 from music.models.networks import Network
@@ -207,6 +208,16 @@ class Timm(Network):
     def fetch(name: str) -> str:
         return f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
 
+    @staticmethod
+    def eval_resize(name: str = "resnet18", **_) -> Resize:
+        """timm's eval transform for `name` (resolve_data_config over its pretrained config: input size,
+        interpolation, crop_pct), read without building the model: the resolution the run stores its images at."""
+        import timm
+
+        pretrained_cfg = timm.models.get_pretrained_cfg(name)
+        config = timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else {})
+        return Resize(config["input_size"][-1], config["interpolation"], config["crop_pct"])
+
 
 class Clip(Network):
     """OpenCLIP's image tower, its features L2-normalised as CLIP compares them, and a linear head: zero-shot (each
@@ -259,6 +270,25 @@ class Clip(Network):
                 prompts = dataset.class_prompts()
                 self.head.weight.copy_(_zeroshot(name, pretrained, prompts) * model.logit_scale.exp())
                 self.head.bias.zero_()
+
+    @staticmethod
+    def eval_resize(name: str = "ViT-B-32", model_config: str | None = None, **_) -> Resize:
+        """open_clip's preprocess for `name`: the shorter side to its image size, bicubic, then the centre crop (its
+        resize_mode 'shortest'), read from its model config without building the model."""
+        import open_clip
+
+        if model_config is not None and Path(model_config).is_file():
+            try:
+                open_clip.add_model_config(model_config)
+            except ValueError as error:  # json's decoder error: the constructor's check names the file
+                raise ConfigError(
+                    "model.net.model_config", model_config, f"an OpenCLIP model config .json file ({error})"
+                ) from None
+        config = open_clip.get_model_config(name)
+        if config is None:
+            raise ConfigError("model.net.name", name, "an OpenCLIP model (open_clip.list_models())")
+        size = config["vision_cfg"]["image_size"]
+        return Resize(size if isinstance(size, int) else size[0], "bicubic", 1.0)
 
     @staticmethod
     def fetch(name: str, tag) -> str:
