@@ -183,6 +183,13 @@ def test_a_sequential_class_il_run_reports_task_il_and_its_forgetting(tmp_path, 
     assert "test/acc_task_il" not in per_task  # its own figures are task-IL already
 
 
+def test_a_merge_reports_the_picked_models_task_il(tmp_path, mnist_dir):
+    from music.run import run
+
+    metrics = run(make_cfg(tmp_path, mnist_dir, "experiment=task_arithmetic", *FAST, "tasks=[[0,1],[2,3]]"))
+    assert 0 <= metrics["test/acc_task_il"] <= 1 and metrics["test/acc_task_il_1"] is not None
+
+
 # ---------- "classes seen so far" training; LwF as van de Ven's code runs it
 
 

@@ -108,6 +108,9 @@ def merge(run: Run) -> dict:
             figures["align/kl_before"],
             figures["align/kl_after"],
         )
+    elif ctx.head == "shared" and not method.task_id:  # the picked model's task-IL figures (the search scores class-IL)
+        picked = models.merged_model(direction.apply_to(theta0, point["lambda"]), theta0)
+        metrics = metrics | {k: v for k, v in evaluation.evaluate(picked).items() if "task_il" in k}
     return (
         metrics
         | pick.knobs
