@@ -5,7 +5,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 ARGS ?= experiment=sequential data=fashion_mnist
 SWEEP ?= $(lastword $(sort $(wildcard logs/train/multiruns/*)))
 
-.PHONY: help install data slurm lint test test-all train report bench clean
+.PHONY: help install data slurm lint test test-all train report bench docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -46,7 +46,10 @@ report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=<swee
 bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~5 min)
 	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
 
+docs:  ## the documentation site (mkdocs, material theme; docs/, mkdocs.yml) -> site/, a broken link an error
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:  ## remove run outputs, the artifact cache and Python caches (keeps downloaded data)
 	find logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
-	rm -rf .pytest_cache
+	rm -rf .pytest_cache site
 	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +
