@@ -83,17 +83,19 @@ def test_sweep_presets_compose(preset):
 
 
 def test_the_dataset_presets_compose_to_datasets_as_tasks():
-    from music.data.composite import dataset_tasks
+    from music.data.refs import Catalog
+    from music.data.resolve import resolve
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         five = compose("train", overrides=["sweep=five_datasets"], return_hydra_config=True)
         eight = compose("train", overrides=["sweep=eight_tasks"], return_hydra_config=True)
-    name, tasks = dataset_tasks(five.tasks, five.data.name)
-    assert name == "mnist+fashion_mnist+kmnist+svhn+cifar10" and tasks[4] == list(range(40, 50))
+    plan = resolve(five.copy())
+    assert plan.key == "mnist+fashion_mnist+kmnist+svhn+cifar10" and plan.tasks[4] == list(range(40, 50))
     assert five.model.head == "per_task" and "tsv" in five.hydra.sweeper.params.experiment
-    given = [t if isinstance(t, str) else t["data"].rsplit("/", 1)[-1] for t in eight.tasks]
-    assert given == ["sun397", "stanford_cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
-    assert eight.tasks[0]["data"].startswith("image_folder:64:0.2:")
+    assert list(eight.tasks) == ["sun397", "stanford_cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
+    assert resolve(eight.copy()).source.parts[0] == Catalog("sun397")  # a typed value, never a string to parse
+    assert eight.finetune.epochs_per_dataset.dtd == 76 and eight.finetune.scheduler_interval == "step"
+    assert eight.trainer.gradient_clip_val == 1.0 and eight.finetune.scheduler.warmup_steps == 500
     assert (eight.model.net.name, eight.model.net.pretrained, eight.finetune.train) == (
         "ViT-B-32",
         "openai",

@@ -5,6 +5,7 @@ for a group read as values (AlignSettings, MergeSettings, …), the constructor'
 `_target_` (data, networks, continual methods), the method table for a merge method's knobs — and checked here by
 `music.settings`; what types cannot say (rules across groups, the dataset's classes) is spelled out below."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -234,7 +235,10 @@ def validate(cfg: DictConfig, strategies, plan: DataPlan | None = None) -> None:
     check_known("model", cfg.model, MODEL_KEYS)
     check("model.channels_last", cfg.model.get("channels_last", False), bool)
     check_declared("model.net", cfg.model.net)
-    net = build_network(cfg, plan.spec)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
+    spec = plan.spec
+    if spec.mean is None:  # measured from the images when they are stored: the architecture's checks never read them
+        spec = replace(spec, mean=(0.0,) * spec.shape[0], std=(1.0,) * spec.shape[0])
+    net = build_network(cfg, spec)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
     check_group("pretrain", cfg.pretrain, PretrainSettings, also=STAGE_KEYS)
     _check_pretrain_split(cfg, classes)
     check_group("finetune", cfg.finetune, FinetuneSettings, also=STAGE_KEYS)

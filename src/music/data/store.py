@@ -202,6 +202,7 @@ def batches(store: Store, rows: Tensor, batch_size: int, shuffle: bool, seed: in
         num_workers=workers,
         pin_memory=store.device.type == "cuda",
         prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0,  # one start per stage, not per epoch
     )
 
 
