@@ -43,8 +43,9 @@ report:  ## table (mean ± 95% CI) and plots of a sweep: make report SWEEP=<swee
 	@test -n "$(SWEEP)" || { echo "error: no sweep under logs/train/multiruns: make report SWEEP=<sweep folder>" >&2; exit 2; }
 	$(PY) -m music.report $(SWEEP)
 
-bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json (~5 min)
+bench:  ## performance figures (medians, machine, targets) -> logs/bench/bench.json, storage.json (~10 min)
 	$(PY) benchmarks/bench.py --data-dir $(FASHION_MNIST) --out logs/bench/bench.json
+	$(PY) benchmarks/storage.py --out logs/bench/storage.json
 
 docs:  ## the documentation site (mkdocs, material theme; docs/, mkdocs.yml) -> site/, a broken link an error
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

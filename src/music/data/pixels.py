@@ -90,11 +90,12 @@ class ChannelMoments:
         self.count = 0
 
     def add(self, images: Tensor) -> None:
-        x = images.to(torch.float64).div_(255).transpose(0, 1).flatten(1)
-        sums, squares = x.sum(1), x.square().sum(1)
-        self.sum = sums if self.sum is None else self.sum + sums
-        self.squares = squares if self.squares is None else self.squares + squares
-        self.count += x.shape[1]
+        for part in images.split(16):  # float64 copies of 16 images at a time, not of the whole chunk
+            x = part.to(torch.float64).div_(255).transpose(0, 1).flatten(1)
+            sums, squares = x.sum(1), x.square().sum(1)
+            self.sum = sums if self.sum is None else self.sum + sums
+            self.squares = squares if self.squares is None else self.squares + squares
+            self.count += x.shape[1]
 
     def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         mean = self.sum / self.count

@@ -2,7 +2,7 @@
 
 Resident: the whole split as one uint8 tensor moved once to the run's device (batches are gathered there by index; 4×
 less memory than floats). Streamed: a split too large for memory is written once, already at the run's resolution,
-into a disk cache of memory-mapped uint8 arrays (keyed by exactly what determines its pixels: the dataset's key and
+into a disk cache of uint8 arrays read by row (keyed by exactly what determines its pixels: the dataset's key and
 file list, the resize) and fed by a DataLoader (workers, pinned memory, prefetch) to the device. Both serve the same
 positions in the same order for one seed, so a run gives the same batches either way; both keep their labels in
 memory. Image files are decoded by a DataLoader's workers too (music.data.pixels).
@@ -86,10 +86,47 @@ def fingerprint(items: list[Items]) -> str:
     return cache_key({"items": parts})
 
 
-class Store:
-    """One split's images (uint8, resident on the device or memory-mapped on disk) and labels, normalised per batch."""
+class RowFile:
+    """Rows of a uint8 N × C × H × W array file read with pread into fresh memory: nothing of the file is mapped into
+    the process (a memory map's touched pages count as the reader's resident memory), the kernel's page cache serves
+    repeated reads. Safe across forked DataLoader workers (pread has no shared file position)."""
 
-    def __init__(self, images: Tensor, labels: Tensor, mean, std, streamed: bool):
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), torch.uint8
+        self.row = math.prod(self.shape[1:])
+        self.fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self):  # a spawned worker opens its own descriptor
+        return {**self.__dict__, "fd": None}
+
+    def read(self, rows: Tensor) -> Tensor:
+        """uint8 images at `rows` (any order), read in ascending file order."""
+        import os
+
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        rows = rows.cpu()
+        order = torch.argsort(rows)
+        out = torch.empty((len(rows), *self.shape[1:]), dtype=torch.uint8)
+        flat = out.view(len(rows), -1).numpy()
+        for i, row in zip(order.tolist(), rows[order].tolist()):
+            if os.preadv(self.fd, [flat[i]], row * self.row) != self.row:
+                raise DataError(f"{self.path}: shorter than its {self.shape[0]} images (a damaged image cache)")
+        return out
+
+    def all(self) -> Tensor:
+        """The whole array, read into memory (a resident store built from the disk cache)."""
+        return torch.from_numpy(np.fromfile(self.path, dtype=np.uint8).reshape(self.shape))
+
+
+class Store:
+    """One split's images (uint8: a tensor resident on the device, or a RowFile on disk) and labels, normalised per
+    batch."""
+
+    def __init__(self, images: "Tensor | RowFile", labels: Tensor, mean, std, streamed: bool):
         self.images, self.labels, self.streamed = images, labels, streamed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -115,11 +152,7 @@ class Store:
         """uint8 images at `rows` (any order), on the run's device."""
         if not self.streamed:
             return self.images[rows.to(self.device)]
-        rows = rows.cpu()
-        order = torch.argsort(rows)
-        out = torch.empty((len(rows), *self.images.shape[1:]), dtype=torch.uint8)
-        out[order] = torch.from_numpy(self.images.numpy()[rows[order].numpy()])  # a sorted read of the file
-        return out.to(self.device, non_blocking=True)
+        return self.images.read(rows).to(self.device, non_blocking=True)
 
     def gather(self, rows: Tensor) -> Tensor:
         """Normalised float images at `rows`, on the run's device."""
@@ -168,7 +201,7 @@ class BatchPositions(Sampler):
 
 class _Gathered(Dataset):
     """`dataset[positions]` → (uint8 images, labels) of a whole batch: one gather (resident: on the device; streamed:
-    a sorted read of the memory-mapped file, in a worker)."""
+    a sorted read of the cache file, in a worker)."""
 
     def __init__(self, store: Store, rows: Tensor):
         self.store, self.rows = store, rows
@@ -180,10 +213,15 @@ class _Gathered(Dataset):
         rows = self.rows[positions]
         if not self.store.streamed:
             return self.store.images[rows], self.store.labels[rows]
-        order = torch.argsort(rows)
-        images = torch.empty((len(rows), *self.store.images.shape[1:]), dtype=torch.uint8)
-        images[order] = torch.from_numpy(self.store.images.numpy()[rows[order].numpy()])
-        return images, self.labels[positions]
+        return self.store.images.read(rows), self.labels[positions]
+
+
+def training_workers(workers: int) -> int:
+    """Workers that feed batches while the main process trains: one core stays the trainer's (on 2 cores, 2 workers
+    made the streamed epoch 0.74× the resident one, none 1.00×: benchmarks/storage.py)."""
+    import os
+
+    return min(workers, (os.cpu_count() or 1) - 1)
 
 
 def batches(store: Store, rows: Tensor, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
@@ -195,6 +233,7 @@ def batches(store: Store, rows: Tensor, batch_size: int, shuffle: bool, seed: in
         return DataLoader(_Gathered(store, rows.to(store.device)), batch_size=None, sampler=sampler)
     dataset = _Gathered(store, rows.cpu())
     dataset.labels = store.labels.cpu()[rows.cpu()]
+    workers = training_workers(workers)
     return DataLoader(
         dataset,
         batch_size=None,
@@ -218,20 +257,18 @@ def build_resident(chunks: Iterator[Tensor], count: int, shape, moments: Channel
 
 
 class DiskImages:
-    """The disk cache of one split's pixels: `<dir>/<key>/images.u8` (N × C × H × W uint8, memory-mapped) and
+    """The disk cache of one split's pixels: `<dir>/<key>/images.u8` (N × C × H × W uint8, raw bytes) and
     `meta.json` (shape, statistics), written in a temporary folder and renamed whole, under a file lock."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def read(self) -> tuple[Tensor, dict] | None:
+    def read(self) -> tuple[RowFile, dict] | None:
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
             return None
         meta = json.loads(meta_path.read_text())
-        # copy-on-write: pages read from the file, never written back to it
-        array = np.memmap(self.folder / "images.u8", dtype=np.uint8, mode="c", shape=tuple(meta["shape"]))
-        return torch.from_numpy(array), meta
+        return RowFile(self.folder / "images.u8", tuple(meta["shape"])), meta
 
     def write(self, chunks: Iterator[Tensor], count: int, shape, moments: ChannelMoments | None) -> None:
         from filelock import FileLock
@@ -242,15 +279,15 @@ class DiskImages:
                 return
             staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}."))
             try:
-                out = np.memmap(staging / "images.u8", dtype=np.uint8, mode="w+", shape=(count, *shape))
                 at = 0
-                for chunk in chunks:
-                    out[at : at + len(chunk)] = chunk.numpy()
-                    if moments is not None:
-                        moments.add(chunk)
-                    at += len(chunk)
-                out.flush()
-                del out
+                with open(staging / "images.u8", "wb") as out:  # written in order: nothing of it stays in memory
+                    for chunk in chunks:
+                        out.write(chunk.contiguous().numpy().tobytes())
+                        if moments is not None:
+                            moments.add(chunk)
+                        at += len(chunk)
+                if at != count:
+                    raise DataError(f"{self.folder}: {at} images stored where {count} were listed")
                 meta = {"shape": [count, *shape]}
                 if moments is not None:
                     meta["mean"], meta["std"] = moments.result()
@@ -288,7 +325,10 @@ def open_stores(
         stores = {split: Store(images[split], labels[split], spec.mean, spec.std, False) for split in items}
         return stores, spec.mean, spec.std
     how = "streamed from a disk cache" if streamed else "resident"
-    log.info("%s: %.1f GB of %s×%s uint8 pixels, %s", source.key(), size / 1e9, len(items["train"]), shape, how)
+    images = sum(_count(found) for found in items.values())
+    log.info(
+        "%s: %d images at %s, %.2f GB as uint8, %s", source.key(), images, "×".join(map(str, shape)), size / 1e9, how
+    )
     stores, stats = {}, (spec.mean, spec.std)
     for split in ("train", "test"):
         found = items[split]
@@ -314,7 +354,7 @@ def open_stores(
             if measured and split == "train":
                 stats = (tuple(meta["mean"]), tuple(meta["std"]))
             if not streamed:
-                images = images.clone()  # read into memory once
+                images = images.all()  # read into memory once
         stores[split] = Store(images, labels, *stats, streamed)
     for store in stores.values():  # the test split normalised with the training images' statistics
         store.mean = torch.tensor(stats[0], dtype=torch.float32).view(1, -1, 1, 1)
