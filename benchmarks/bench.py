@@ -152,7 +152,7 @@ def trainer_epoch(cfg, data, batches: int | None = None) -> float:
     loader = data.loader(torch.arange(len(data.train_labels)), shuffle=True)
     start = time.perf_counter()
     trainer.fit(module, loader)
-    synchronize(data.train_images.device)
+    synchronize(data.train.device)
     return time.perf_counter() - start
 
 
@@ -304,9 +304,7 @@ def continual_figures(data_dir: str, repeats: int, device: torch.device) -> dict
         start = time.perf_counter()
         for i in range(len(cfg.tasks)):
             rows = data.split.task_train(i)
-            plain_epoch(
-                net, data.images(rows), data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr
-            )
+            plain_epoch(net, data.images(rows), data.train_labels[rows], cfg.data.batch_size, cfg.finetune.optimizer.lr)
             with torch.no_grad():
                 net(val).argmax(dim=1)
         synchronize(device)

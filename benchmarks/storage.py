@@ -15,7 +15,6 @@
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -59,11 +58,11 @@ def stored(root: Path, cache: Path, storage: str, device: torch.device, workers:
     return data.to(device)
 
 
-def epoch_images_per_second(data, device: torch.device) -> float:
+def epoch_images_per_second(data, device: torch.device, workers: int) -> float:
     rows = torch.arange(len(data.train))
     start = time.perf_counter()
     seen = 0
-    for images, labels in data.loader(rows, shuffle=True, seed=0):
+    for images, labels in data.train.loader(rows, 128, shuffle=True, seed=0, workers=workers):
         x = data.normalize(images.to(device, non_blocking=True))
         seen += len(labels)
     if device.type == "cuda":
@@ -78,7 +77,10 @@ def throughput(folder: Path, cache: Path, device: torch.device, rounds: int, wor
     figures = {"resident": [], "streamed": []}
     for r in range(rounds + 1):  # round 0 warms both (the file's pages, the workers' start)
         order = ("resident", "streamed") if r % 2 else ("streamed", "resident")
-        done = {name: epoch_images_per_second(resident if name == "resident" else streamed, device) for name in order}
+        done = {
+            name: epoch_images_per_second(resident if name == "resident" else streamed, device, workers)
+            for name in order
+        }
         if r:
             for name, value in done.items():
                 figures[name].append(value)
@@ -89,7 +91,7 @@ def throughput(folder: Path, cache: Path, device: torch.device, rounds: int, wor
         "streamed_images_per_s": statistics.median(figures["streamed"]),
         "streamed_over_resident": statistics.median(ratios),
         "target": f">= {TARGET_RATIO}",
-        "workers": streamed.workers,
+        "workers": workers,
     }
 
 
@@ -154,8 +156,11 @@ def main() -> None:
             "device": str(device),
         }
         small = write_folder(tmp / "small", args.images)
-        # data.workers' default (as many as the cores, at most 4) and none: the batches read in the training process
-        for workers in sorted({min(4, os.cpu_count() or 1), 0}, reverse=True):
+        # the training loaders' workers at data.workers' default (4, two cores kept for the trainer), one, and none:
+        # the batches read in the training process
+        from music.data.store import training_workers
+
+        for workers in sorted({training_workers(4), 1, 0}, reverse=True):
             result[f"throughput_workers_{workers}"] = throughput(small, tmp / "cache", device, args.rounds, workers)
         result["peak_rss"] = peak_rss(write_folder(tmp / "big", args.big_images), tmp / "big_run")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

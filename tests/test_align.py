@@ -138,7 +138,7 @@ def test_balanced_shots_are_k_images_of_each_class_of_the_task(tmp_path, mnist_d
     exp = experiment(tmp_path, mnist_dir, "experiment=task_arithmetic", "align=ft_classifier", "tasks=[[0,1],[2,3]]")
     shots = shots_of(exp, [2, 3], 4, "balanced")
     labels = exp.ctx.data.train_labels
-    images = exp.ctx.data.train_images.flatten(1)
+    images = exp.ctx.data.images(torch.arange(len(labels))).flatten(1)
     found = [labels[(images == shot.flatten()).all(dim=1)].unique().tolist() for shot in shots]
     assert found == [[2]] * 4 + [[3]] * 4
     pool = exp.ctx.split.train_of([2, 3])

@@ -162,7 +162,8 @@ def run_train(tmp_path, *overrides):
         # what Hydra refuses: one line too, with the available names
         (
             ["experiment=foo"],
-            "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, agem_mammoth, average,",
+            "error: In 'train.yaml': Could not find 'experiment/foo': one of adamerging, adamerging_taskwise, agem, "
+            "agem_mammoth, average,",
         ),
         (
             ["data=imagenet"],

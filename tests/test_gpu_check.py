@@ -28,3 +28,6 @@ def test_the_gpu_check_runs_on_a_cpu_at_a_tiny_budget(tmp_path, fashion_dir):
     cifar = report["seq_cifar10"]
     assert cifar["returncode"] == 0 and sorted(cifar["runs"]) == ["derpp", "merged", "replay", "sequential"]
     assert cifar["data"].startswith("synthetic") and all(0 <= r["test/acc"] <= 1 for r in cifar["runs"].values())
+    eight = report["eight_tasks_streamed"]
+    assert eight["returncode"] == 0 and sorted(eight["runs"]) == ["individual", "task_arithmetic"], eight
+    assert sum(k.startswith("fit/individual") for k in eight["fit_seconds"]) == 2  # one fine-tune per dataset

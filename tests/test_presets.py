@@ -174,3 +174,36 @@ def test_each_task_trains_its_datasets_epochs(every_dataset, tmp_path, weights):
     for task, epochs in zip(data.plan.tasks, (2, 3)):
         assert run.artifacts.budget(task).epochs == epochs
     assert run.artifacts.budget([c for t in data.plan.tasks for c in t]).epochs == cfg.finetune.epochs  # two datasets
+
+
+@pytest.mark.parametrize(
+    ("bad", "line"),
+    [
+        ("data.storage=disk", "error: data.storage='disk' is not allowed: one of auto, resident, streamed"),
+        ("data.resident_max_gb=0", "error: data.resident_max_gb=0 is not allowed: a number in (0, inf)"),
+        ("data.workers=-1", "error: data.workers=-1 is not allowed: an integer in [0, 64]"),
+        ("data.max_image_pixels=0", "error: data.max_image_pixels=0 is not allowed: an integer in [1, inf) or null"),
+        (
+            "finetune.scheduler_interval=batch",
+            "error: finetune.scheduler_interval='batch' is not allowed: one of epoch",
+        ),
+        ("finetune.epochs_per_dataset={mnist:0}", "error: finetune.epochs_per_dataset.mnist=0 is not allowed"),
+        ("finetune.epochs_per_dataset={imagenet:3}", "error: finetune.epochs_per_dataset='imagenet' is not allowed"),
+        (
+            "finetune.scheduler={_target_:music.models.schedules.WarmupCosine,_partial_:true,warmup_steps:0}",
+            "error: finetune.scheduler.warmup_steps=0 is not allowed",
+        ),
+    ],
+)
+def test_a_new_setting_refuses_a_bad_value_in_one_line(tmp_path, bad, line):
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=merged",
+        bad,
+        "logger=none",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "cache").exists()  # before any work

@@ -69,6 +69,14 @@ def test_a_lightning_fit_steps_it_per_batch_over_the_stage(tmp_path):
     )
     data = DataLoader(TensorDataset(torch.randn(20, 4), torch.randint(0, 2, (20,))), batch_size=4)  # 5 steps/epoch
     rates = Rates()
-    trainer = L.Trainer(max_epochs=2, callbacks=[rates], logger=False, enable_progress_bar=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[rates],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     assert rates.lrs == pytest.approx([cosine_lr(0.1, 3, 10, s) for s in range(10)])

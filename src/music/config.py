@@ -199,6 +199,7 @@ def _check_optimization(stage: str, hparams: DictConfig) -> None:
     probe = [torch.zeros(1, requires_grad=True)]
     optimizer = instantiate_checked(f"{stage}.optimizer", hparams.optimizer, lambda factory: factory(params=probe))
     if hparams.get("scheduler"):
+        check_declared(f"{stage}.scheduler", hparams.scheduler)  # a schedule's own declared intervals (WarmupCosine)
         instantiate_checked(f"{stage}.scheduler", hparams.scheduler, lambda factory: factory(optimizer=optimizer))
 
 
@@ -238,13 +239,17 @@ def validate(cfg: DictConfig, strategies, plan: DataPlan | None = None) -> None:
     spec = plan.spec
     if spec.mean is None:  # measured from the images when they are stored: the architecture's checks never read them
         spec = replace(spec, mean=(0.0,) * spec.shape[0], std=(1.0,) * spec.shape[0])
-    net = build_network(cfg, spec)  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
+    net = build_network(
+        cfg, spec
+    )  # built once before any data loads: the architecture's own checks (ViT's patch size, …)
     check_group("pretrain", cfg.pretrain, PretrainSettings, also=STAGE_KEYS)
     _check_pretrain_split(cfg, classes)
     check_group("finetune", cfg.finetune, FinetuneSettings, also=STAGE_KEYS)
     for name, epochs in (cfg.finetune.get("epochs_per_dataset") or {}).items():
         if name not in known_names():
-            raise ConfigError("finetune.epochs_per_dataset", name, f"keys among the datasets: {', '.join(known_names())}")
+            raise ConfigError(
+                "finetune.epochs_per_dataset", name, f"keys among the datasets: {', '.join(known_names())}"
+            )
         check(f"finetune.epochs_per_dataset.{name}", epochs, Positive)
     check_group("augment", cfg.augment, AugmentSettings)
     _check_checkpoint(cfg.pretrain.get("checkpoint"), net)

@@ -217,11 +217,12 @@ class _Gathered(Dataset):
 
 
 def training_workers(workers: int) -> int:
-    """Workers that feed batches while the main process trains: one core stays the trainer's (on 2 cores, 2 workers
-    made the streamed epoch 0.74× the resident one, none 1.00×: benchmarks/storage.py)."""
+    """Workers that read streamed batches while the main process trains, only from cores to spare: two stay the
+    trainer's and its device feeder's (on 2 cores, one worker made a streamed epoch 0.71× the resident one, none
+    1.02×: benchmarks/storage.py)."""
     import os
 
-    return min(workers, (os.cpu_count() or 1) - 1)
+    return max(0, min(workers, (os.cpu_count() or 1) - 2))
 
 
 def batches(store: Store, rows: Tensor, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
@@ -233,7 +234,6 @@ def batches(store: Store, rows: Tensor, batch_size: int, shuffle: bool, seed: in
         return DataLoader(_Gathered(store, rows.to(store.device)), batch_size=None, sampler=sampler)
     dataset = _Gathered(store, rows.cpu())
     dataset.labels = store.labels.cpu()[rows.cpu()]
-    workers = training_workers(workers)
     return DataLoader(
         dataset,
         batch_size=None,

@@ -13,7 +13,7 @@ from music.data.pixels import Resize
 from music.data.refs import Catalog, Pixels
 from music.data.resolve import DataPlan
 from music.data.split import Split, make_split
-from music.data.store import Rows, Store, open_stores
+from music.data.store import Rows, Store, open_stores, training_workers
 from music.settings import Positive
 
 PIL_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS (a decompression-bomb guard)
@@ -150,7 +150,7 @@ class TaskData:
         """uint8 batches of training images at `indices` (shuffled with a seeded generator when training), on the run's
         device (resident) or pinned for it (streamed); `normalize` makes them the network's input."""
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        return self.train.loader(indices, batch_size, shuffle, seed, self.workers)
+        return self.train.loader(indices, batch_size, shuffle, seed, training_workers(self.workers))
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.split.pretrain_train, shuffle=True, seed=self.seed)
@@ -159,7 +159,8 @@ class TaskData:
         return self.loader(self.split.pretrain_val)
 
     def test_dataloader(self) -> DataLoader:
-        return self.test.loader(torch.arange(len(self.test)), self.eval_batch_size, False, 0, self.workers)
+        rows = torch.arange(len(self.test))
+        return self.test.loader(rows, self.eval_batch_size, False, 0, training_workers(self.workers))
 
 
 __all__ = ["Store", "TaskData"]
