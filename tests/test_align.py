@@ -84,7 +84,7 @@ def test_ft_classifier_never_reads_labels(tmp_path, mnist_dir):
     theta0, vectors = vectors_of(exp)  # trains and caches the fine-tunes (these read labels)
     merged = exp.artifacts.model(sum(vectors).apply_to(theta0, 0.5))
     first, first_report = align(exp, merged)
-    exp.ctx.data.train_labels = torch.randint(0, 10, exp.ctx.data.train_labels.shape)  # garbage from here on
+    exp.ctx.data.train.labels = torch.randint(0, 10, exp.ctx.data.train_labels.shape)  # garbage from here on
     second, second_report = align(exp, merged)
     assert torch.equal(first.head.weight, second.head.weight) and first_report == second_report
     assert not torch.equal(first.head.weight, merged.head.weight)  # it did train the head

@@ -196,7 +196,16 @@ def run_train(tmp_path, *overrides):
                 "+finetune.scheduler.step_size=1",
                 "+finetune.scheduler.last_epoch=x",
             ],
-            "error: finetune.scheduler.last_epoch='x' is not allowed: torch.optim.lr_scheduler.StepLR refuses it",
+            "error: finetune.scheduler.last_epoch='x' is not allowed: an integer",  # StepLR's signature declares it
+        ),
+        (
+            [
+                "+finetune.scheduler._target_=torch.optim.lr_scheduler.StepLR",
+                "+finetune.scheduler._partial_=true",
+                "+finetune.scheduler.step_size=1",
+                "+finetune.scheduler.gamma=[1]",
+            ],
+            "error: finetune.scheduler.gamma=[1] is not allowed: a number",
         ),
         (["seed=abc"], "error: seed='abc' is not allowed: an integer in 0..4294967295"),
         (["seed=-1"], "error: seed=-1 is not allowed"),

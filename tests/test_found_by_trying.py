@@ -215,3 +215,16 @@ def test_a_clip_model_config_that_is_not_one_is_refused_before_any_hub_access(tm
     assert line.startswith(f"error: model.net.model_config='{config}' is not allowed: "), line
     assert why in line or "an OpenCLIP model config .json file (" in line, line
     assert time.perf_counter() - start < 60  # no minute of hub retries (the process's own start takes seconds)
+
+
+def test_the_trainers_arguments_are_read_without_importing_lightning():
+    """The trainer group's keys are checked against Lightning's Trainer read from its source: the same names as its
+    signature, and Lightning stays unimported (a run whose models come from the cache never pays its import)."""
+    probe = (
+        "import sys; from music.config import trainer_arguments; "
+        "names = trainer_arguments('lightning.pytorch.Trainer'); print('lightning' in sys.modules); "
+        "import inspect, lightning.pytorch; "
+        "print(names == list(inspect.signature(lightning.pytorch.Trainer.__init__).parameters)[1:])"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "True"], result.stderr[-2000:]

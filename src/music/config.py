@@ -5,6 +5,7 @@ for a group read as values (AlignSettings, MergeSettings, …), the constructor'
 `_target_` (data, networks, continual methods), the method table for a merge method's knobs — and checked here by
 `music.settings`; what types cannot say (rules across groups, the dataset's classes) is spelled out below."""
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -193,6 +194,25 @@ def _check_checkpoint(checkpoint, net: torch.nn.Module) -> None:
         ) from None
 
 
+LIGHTNING_TRAINERS = ("lightning.pytorch.Trainer", "lightning.Trainer", "lightning.pytorch.trainer.trainer.Trainer")
+
+
+def trainer_arguments(target: str) -> list[str]:
+    """The arguments the trainer group's target takes. Lightning's Trainer: read from its source file, not imported —
+    importing Lightning takes seconds, which a run whose models all come from the cache never pays."""
+    import ast
+    import importlib.util
+
+    if target not in LIGHTNING_TRAINERS or "lightning" in sys.modules:
+        return list(declared_settings(target))
+    spec = importlib.util.find_spec("lightning")  # a top-level package: located, not imported
+    source = Path(spec.origin).parent / "pytorch" / "trainer" / "trainer.py"
+    tree = ast.parse(source.read_text())
+    found = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    init = next(n for n in found.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    return [a.arg for a in (*init.args.args[1:], *init.args.kwonlyargs)]
+
+
 def _check_optimization(stage: str, hparams: DictConfig) -> None:
     """Build the stage's optimizer and scheduler as training will, on a probe parameter: torch's own argument checks
     (lr ≥ 0, betas in [0, 1), unknown arguments, …) then stop the run before any work."""
@@ -219,7 +239,7 @@ def validate(cfg: DictConfig, strategies, plan: DataPlan | None = None) -> None:
             instead = f"set pretrain.epochs (θ0) or finetune.epochs (every fine-tune) instead, trainer.{key} stays null"
             why = "one budget every strategy shares"
             raise ConfigError(f"trainer.{key}", shown(cfg.trainer[key]), f"{instead}: {why}")
-    trainer = declared_settings(str(cfg.trainer.get("_target_")))
+    trainer = trainer_arguments(str(cfg.trainer.get("_target_")))
     if trainer:  # Lightning's Trainer would refuse an unknown argument only when the first stage starts
         check_known("trainer", cfg.trainer, [*trainer, *HYDRA_KEYS])
     check_known("cache", cfg.cache, CACHE_KEYS)
