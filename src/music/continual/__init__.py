@@ -18,7 +18,8 @@ MEMORY = ("nothing", "a model", "images with labels", "images with logits", "ima
 
 
 class ContinualMethod:
-    """The hooks, in the order they run: `begin_stage` before stage i trains; per training batch `batch` (may add
+    """The hooks, in the order they run: `network` on every network a stage is built into (trained, handed to the
+    hooks, scored); `begin_stage` before stage i trains; per training batch `batch` (may add
     samples) and `penalty` (an extra loss term); `before_optimizer_step` (may change the gradients); `end_stage`
     after stage i trained (state kept for the next stages). A stage that comes from the cache is not trained, but its
     hooks `begin_stage` and `end_stage` still run: state is rebuilt by `end_stage`, or — what only training sees, such
@@ -33,6 +34,11 @@ class ContinualMethod:
     # and a run repeats itself) and the configured tasks (A-GEM's per-task share, the classes seen so far)
     seed: int = 0
     tasks: list[list[int]] = []
+
+    def network(self, net: nn.Module) -> nn.Module:
+        """The network a stage trains and is scored with, from `net` as built from a state: `net` itself, unless the
+        method computes differently with the same parameters (ER-ACE's cosine classifier swaps the head's forward)."""
+        return net
 
     def begin_stage(self, stage: int, net: nn.Module) -> None:
         """Stage `stage` is about to train `net` (the previous stage's model, or θ0)."""

@@ -156,12 +156,14 @@ class Artifacts:
         net.load_state_dict(state)
         return net
 
-    def model(self, state: State) -> nn.Module:
+    def model(self, state: State, method: ContinualMethod | None = None) -> nn.Module:
         """A model with parameters θ = `state`: the network itself, or its linearization around θ0 when
-        `finetune.linearized` (tangent-space fine-tuning: fine-tunes and merges live in θ0's tangent space)."""
+        `finetune.linearized` (tangent-space fine-tuning: fine-tunes and merges live in θ0's tangent space); under a
+        continual `method`, the network as it computes (its `network` hook: ER-ACE's cosine head)."""
+        adapt = method.network if method is not None else (lambda net: net)
         if not self.ctx.cfg.finetune.get("linearized", False):
-            return self.load_net(state)
-        model = LinearizedNet(self.load_net(self.theta0))
+            return adapt(self.load_net(state))
+        model = LinearizedNet(adapt(self.load_net(self.theta0)))
         model.net.load_state_dict(state)
         return model
 
@@ -221,7 +223,7 @@ class Artifacts:
 
         def build():
             module = self.training.fit(
-                self.model(start),
+                self.model(start, continual),
                 train_idx,
                 stage,
                 finetune,
@@ -296,6 +298,8 @@ class Artifacts:
         ctx = self.ctx
         state, states = self.theta0, []
         continual = {"continual": OmegaConf.to_container(ctx.cfg.continual, resolve=True)} if method else {}
+        if continual and continual["continual"].get("classifier") == "linear":  # the default: ER-ACE keeps its keys
+            del continual["continual"]["classifier"]
         carry = ctx.cfg.finetune.optimizer_state == "carry"
         optimizer = {} if carry else None  # the state the next stage's optimizer starts from
         for i in range(len(ctx.tasks)):
@@ -305,7 +309,7 @@ class Artifacts:
                 | ({"optimizer_state": "carry"} if carry else {})
             )
             if method:
-                method.begin_stage(i, self.model(state).to(ctx.device))
+                method.begin_stage(i, self.model(state, method).to(ctx.device))
             seen = ctx.split.task_train(i)
             active = None
             if ctx.cfg.finetune.get("active_classes", "all") == "seen":
@@ -318,7 +322,7 @@ class Artifacts:
             if method:
                 images, labels = ctx.data.images(seen), ctx.data.train_labels[seen.to(ctx.device)]
                 method.end_stage(
-                    i, self.model(state).to(ctx.device), images, labels, ctx.seeded(f"continual/stage_{i}")
+                    i, self.model(state, method).to(ctx.device), images, labels, ctx.seeded(f"continual/stage_{i}")
                 )
             states.append(state)
         return states

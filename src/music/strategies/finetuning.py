@@ -26,7 +26,7 @@ def sequential(run: Run) -> dict:
     method = artifacts.continual_method()
     n, matrix, task_il = len(ctx.tasks), [], []
     for state in artifacts.sequential_states(method):
-        metrics = run.evaluation.evaluate(artifacts.model(state))
+        metrics = run.evaluation.evaluate(artifacts.model(state, method))  # scored as it trained
         matrix.append([metrics[f"test/acc_task_{j}"] for j in range(n)])
         task_il.append([metrics.get(f"test/acc_task_il_{j}") for j in range(n)])
     ctx.log_table("sequential/acc_matrix", [f"task_{j}" for j in range(n)], matrix)
