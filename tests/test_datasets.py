@@ -169,7 +169,7 @@ def test_resnet_and_vit_run_end_to_end_on_cifar(tmp_path, tmp_path_factory, cifa
         assert all(p["val/acc"] == metrics["theta0/val/acc"] for p in zero)
 
 
-@pytest.mark.parametrize(("name", "lr"), [("derpp", 0.03), ("replay", 0.1), ("merged", 0.1)])
+@pytest.mark.parametrize(("name", "lr"), [("derpp", 0.03), ("er_mammoth", 0.1), ("merged", 0.1)])
 def test_the_mammoth_preset_composes_with_each_methods_rate_and_runs_a_stage(tmp_path, cifar10_dir, name, lr):
     """sweep=seq_cifar10_mammoth on test-written CIFAR-10 files: SGD at the method's best-args rate, crop + flip, one
     shared head, θ0 from scratch; one stage of one epoch here (the preset trains 5 × 50 on a GPU)."""
