@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' writer of CIFAR-10's files, for a machine without them
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-METHODS = ["sequential", "replay", "derpp", "merged"]  # naive, ER-500, DER++-500, joint
+METHODS = ["sequential", "er_mammoth", "derpp", "merged"]  # naive, ER-500 (Mammoth's ER), DER++-500, joint
 
 
 def run(command: list[str], timeout: int) -> tuple[int, float, str]:

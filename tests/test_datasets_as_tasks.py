@@ -75,6 +75,8 @@ def test_conform_repeats_grey_channels_and_resizes():
     assert torch.equal(conform(flat, (3, 4, 4)), torch.full((2, 3, 4, 4), 77, dtype=torch.uint8))  # a constant stays
 
 
+# slow (~130 s on 2 cores): every merge method; the default tier runs task arithmetic on datasets as tasks (test_presets)
+@pytest.mark.slow
 def test_every_merge_method_runs_on_datasets_as_tasks_with_per_task_heads(tmp_path, fashion_dir, digits_dir):
     """One multirun: real Fashion-MNIST, test-written MNIST and SVHN as three tasks; every merge method of the table;
     the head frozen (finetune.train=features), so λ = 0 is θ0 exactly; the report groups the runs as one setting."""

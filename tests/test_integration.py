@@ -185,6 +185,7 @@ def train_cli(tmp_path, *args, env=None):
     )
 
 
+@pytest.mark.slow  # slow (~30 s): the golden test runs every experiment as one multirun in the default tier
 def test_multirun_over_every_experiment(tmp_path, mnist_dir):
     result = train_cli(
         tmp_path,
