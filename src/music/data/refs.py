@@ -1,6 +1,6 @@
 """The datasets a run reads, as typed values resolved once from the config (music.data.resolve): never strings to parse.
 
-Each kind is one frozen dataclass with the same three methods —
+Each kind is one frozen dataclass with the same four methods —
 - `key()`: its identity, written (never parsed) into metrics.json's `dataset` and the cache keys;
 - `classes()`: how many classes it has (what the tasks are checked against, read without decoding an image);
 - `declare(pixels)`: its DatasetSpec (classes, image shape at the resolution the run stores, names, prompts,

@@ -297,6 +297,15 @@ class DiskImages:
                 shutil.rmtree(staging, ignore_errors=True)
 
 
+def _scratch() -> Path:
+    """A folder for a streamed store when the cache is off (cache.enabled=false): removed when the process ends."""
+    import atexit
+
+    folder = Path(tempfile.mkdtemp(prefix="music-images-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def open_stores(
     source,
     spec,
@@ -346,7 +355,7 @@ def open_stores(
                 "pixels": [None if pixels.of(p) is None else pixels.of(p).material() for p in parts],
                 "shape": list(shape),
             }
-            where = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="music-images-"))
+            where = Path(cache_dir) if cache_dir is not None else _scratch()
             disk = DiskImages(where / "images" / f"{split}-{cache_key(material)}")
             if disk.read() is None:
                 disk.write(chunks, count, shape, moments if moments else ChannelMoments())
