@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from music.cache import cache_key
 from music.data.image_folder import read_tree
 from music.data.pixels import Resize
 from music.data.refs import ImageFolder, Pixels
@@ -60,3 +61,26 @@ def test_a_damaged_cache_file_is_one_line(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError, match="shorter than its"):
         data.images(torch.tensor([len(data.train) - 1]))
+
+
+def test_a_zero_shot_heads_names_and_prompts_are_in_theta0s_key(tmp_path, weights):
+    """CLIP's zero-shot head is built from the dataset's class names and prompts: other ones, another θ0 (and cache
+    entry); a network that does not read them (an MLP) keeps its key."""
+    from conftest import backbone_overrides, make_cfg
+    from music.experiment.artifacts import theta0_material
+
+    root = write_folder(tmp_path / "pets", per_class=4)
+    folder = ["data=image_folder", f"data.root={root}"]
+    clip = [*folder, *backbone_overrides("clip", weights)]
+    keys = {
+        name: cache_key(theta0_material(make_cfg(tmp_path, tmp_path, *overrides), "fp"))
+        for name, overrides in {
+            "clip": clip,
+            "clip, own names": [*clip, "data.class_names=[a cat,a dog,an owl]"],
+            "clip, own prompts": [*clip, "data.prompts=['a snapshot of {}.']"],
+            "mlp": folder,
+            "mlp, own names": [*folder, "data.class_names=[a cat,a dog,an owl]"],
+        }.items()
+    }
+    assert len({keys["clip"], keys["clip, own names"], keys["clip, own prompts"]}) == 3
+    assert keys["mlp"] == keys["mlp, own names"]

@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from music.data import prompts_eight as names
+from music.data.image_folder import IMAGE_SUFFIXES
 from music.errors import DataError, first_line
 
 FileSplits = dict[str, list[tuple[Path, int]]]  # {'train': [(image file, label)], 'test': […]}
 
-# what torchvision's ImageFolder takes for an image (torchvision.datasets.folder.IMG_EXTENSIONS)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 EUROSAT_SPLIT_SEED = 0  # the held-out images of torchvision's EuroSAT folder: fixed, the same for every run seed
 EUROSAT_TEST_FRACTION = 2_700 / 27_000  # task_vectors' test and validation sizes over EuroSAT's 27,000 images
 

@@ -10,6 +10,8 @@ import torch
 
 from music.errors import DataError
 
+# what torchvision's ImageFolder takes for an image (torchvision.datasets.folder.IMG_EXTENSIONS)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_SEED = 0  # the held-out test images: fixed for the folder, the same for every run seed
 
 Listing = tuple[tuple[Path, ...], torch.Tensor]  # image files and their labels
@@ -17,8 +19,6 @@ Listing = tuple[tuple[Path, ...], torch.Tensor]  # image files and their labels
 
 def _listing(root: Path, setting: str = "data.root") -> tuple[list[str], Listing]:
     """(class folder names, (files, labels)) of one ImageFolder tree: at least two classes, each with an image file."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     if not root.is_dir():
         raise DataError(f"{setting}={str(root)!r}: no such folder (an ImageFolder tree: one folder per class)")
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
@@ -27,9 +27,9 @@ def _listing(root: Path, setting: str = "data.root") -> tuple[list[str], Listing
         raise DataError(f"{setting}={str(root)!r}: an ImageFolder tree needs ≥ 2 class folders ({found})")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            why = f"no image file ({', '.join(IMG_EXTENSIONS)})"
+            why = f"no image file ({', '.join(IMAGE_SUFFIXES)})"
             raise DataError(f"{setting}={str(root)!r}: class folder {name!r} has {why}")
         paths += files
         labels += [label] * len(files)

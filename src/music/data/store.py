@@ -79,7 +79,7 @@ def fingerprint(items: list[Items]) -> str:
     parts = []
     for item in items:
         if isinstance(item, Files):
-            parts.append([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in item.paths])
+            parts.append([[str(p), (found := p.stat()).st_size, found.st_mtime_ns] for p in item.paths])
         else:
             parts.append(hashlib.sha256(item.images.contiguous().numpy().tobytes()).hexdigest())
         parts.append(item.labels.tolist())
@@ -325,7 +325,8 @@ def open_stores(
     parts = getattr(source, "parts", (source,))
     items = {split: found if isinstance(found, list) else [found] for split, found in items.items()}
     shape = spec.shape
-    size = sum(_count(found) for found in items.values()) * math.prod(shape)
+    count = sum(_count(found) for found in items.values())
+    size = count * math.prod(shape)
     streamed = storage == "streamed" or (storage == "auto" and size > resident_max_gb * 1e9)
     measured = spec.mean is None  # normalisation from the training images (image files)
     if not streamed and all(pixels.of(p) is None for p in parts):  # arrays as decoded: no pass, no disk
@@ -334,18 +335,17 @@ def open_stores(
         stores = {split: Store(images[split], labels[split], spec.mean, spec.std, False) for split in items}
         return stores, spec.mean, spec.std
     how = "streamed from a disk cache" if streamed else "resident"
-    images = sum(_count(found) for found in items.values())
     log.info(
-        "%s: %d images at %s, %.2f GB as uint8, %s", source.key(), images, "×".join(map(str, shape)), size / 1e9, how
+        "%s: %d images at %s, %.2f GB as uint8, %s", source.key(), count, "×".join(map(str, shape)), size / 1e9, how
     )
     stores, stats = {}, (spec.mean, spec.std)
     for split in ("train", "test"):
         found = items[split]
         moments = ChannelMoments() if measured and split == "train" else None
         chunks = pixel_chunks(found, pixels, parts, shape, workers, max_pixels)
-        count, labels = _count(found), torch.cat([i.labels for i in found])
+        labels = torch.cat([i.labels for i in found])
         if cache_dir is None and not streamed:
-            images = build_resident(chunks, count, shape, moments)
+            images = build_resident(chunks, len(labels), shape, moments)
             stats = moments.result() if moments else stats
         else:
             material = {
@@ -358,14 +358,11 @@ def open_stores(
             where = Path(cache_dir) if cache_dir is not None else _scratch()
             disk = DiskImages(where / "images" / f"{split}-{cache_key(material)}")
             if disk.read() is None:
-                disk.write(chunks, count, shape, moments if moments else ChannelMoments())
+                disk.write(chunks, len(labels), shape, moments)
             images, meta = disk.read()
             if measured and split == "train":
                 stats = (tuple(meta["mean"]), tuple(meta["std"]))
             if not streamed:
                 images = images.all()  # read into memory once
-        stores[split] = Store(images, labels, *stats, streamed)
-    for store in stores.values():  # the test split normalised with the training images' statistics
-        store.mean = torch.tensor(stats[0], dtype=torch.float32).view(1, -1, 1, 1)
-        store.std = torch.tensor(stats[1], dtype=torch.float32).view(1, -1, 1, 1)
+        stores[split] = Store(images, labels, *stats, streamed)  # test: the training images' statistics (train first)
     return stores, stats[0], stats[1]

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from music.cache import ArtifactCache
+from music.cache import ArtifactCache, cache_key
 from music.continual import ContinualMethod
 from music.data.augment import AugmentSettings
 from music.data.split import SPLIT_VERSION
@@ -21,7 +21,7 @@ from music.instantiation import build_network, instantiate_checked
 from music.models import LinearizedNet, plain_state
 from music.models import optimizer_state as optimizer_states
 from music.models.checkpoint import load_weights
-from music.settings import Positive
+from music.settings import Positive, declared_settings
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,12 @@ def data_material(cfg: DictConfig, fingerprint: str, data=None) -> dict:
         "normalization": [list(spec.mean or ()), list(spec.std or ())],
         # the resolution images were stored at (arrays as decoded: none, today's keys unchanged)
         **({"pixels": [r and r.material() for r in resized]} if any(resized) else {}),
+        # a network built from the dataset's declaration (CLIP's zero-shot head) depends on its names and prompts too
+        **(
+            {"class_prompts": cache_key({"prompts": spec.class_prompts()})}
+            if "dataset" in declared_settings(str(cfg.model.net.get("_target_")))
+            else {}
+        ),
         "seed": cfg.seed,
         "val_fraction": cfg.data.val_fraction,
         # data.pretrain.data is spelled by the dataset's name (its composite's first part): unset, keys stay as they were
