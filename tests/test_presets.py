@@ -207,3 +207,16 @@ def test_a_new_setting_refuses_a_bad_value_in_one_line(tmp_path, bad, line):
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "cache").exists()  # before any work
+
+
+def test_an_image_folders_names_and_prompts_are_checked_in_one_line(tmp_path):
+    from test_datasets_as_tasks import write_folder
+
+    root = write_folder(tmp_path / "pets", per_class=4)
+    for bad, line in [
+        ("data.class_names=[a,b]", "error: data.class_names=['a', 'b'] is not allowed: 3 names, one per class folder"),
+        ("data.prompts=3", "error: data.prompts=3 is not allowed: a list of strings or null"),
+    ]:
+        command = [sys.executable, str(ROOT / "train.py"), "data=image_folder", f"data.root={root}", bad, "logger=none"]
+        result = subprocess.run([*command, f"paths.log_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.startswith(line) and result.stderr.count("\n") == 1

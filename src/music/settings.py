@@ -86,6 +86,7 @@ def allowed(declared) -> str:
             "a finite number": "finite numbers",
             "a number": "numbers",
             "true or false": "booleans",
+            "a str": "strings",
         }
         return "a list of " + next(
             (inner.replace(one, many) for one, many in plural.items() if inner.startswith(one)), inner
